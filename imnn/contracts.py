@@ -1,0 +1,194 @@
+"""What every backend provides: small typed contracts with documented shapes.
+
+Notation (see the spec): ``n_s`` fiducial simulations, ``n_d`` of them with
+θ-derivatives, ``p`` parameters, ``s`` summaries, ``input_shape`` the shape of
+one simulation. ``w`` is a pytree of network weights: a list with one tuple of
+arrays per layer (``()`` for layers without weights).
+
+One path for data, whatever the class::
+
+    streams --(c) batch_summaries--> per-stream outputs --assemble--> Summaries
+        --(b) loss_and_cotangents--> cotangents --assemble_transpose--> per-stream
+        cotangents --(d) batch_weight_gradient (one VJP per batch)--> Σ dΛ/dw
+
+The in-memory classes are the case of one batch per stream.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
+
+Array = Any     # a numpy or jax array
+Weights = Any   # a pytree of arrays (list of per-layer tuples for imnn.nn models)
+
+
+class Summaries(NamedTuple):
+    """Network outputs and their derivatives with respect to the parameters.
+
+    x:      (n, s)      one summary per simulation
+    dx_dθ:  (n_d, s, p) ∂x/∂θ for the simulations that have derivatives, or None
+    The same type holds cotangents (dΛ/dx, dΛ/d(∂x/∂θ)), with the same shapes.
+    """
+    x: Array
+    dx_dθ: Array | None
+
+
+class FisherStatistics(NamedTuple):
+    """Gaussian Fisher statistics of a set of summaries (spec §1).
+
+    μ: (s,)  C: (s, s) unbiased covariance  invC: (s, s)
+    dμ_dθ: (s, p)  F: (p, p) = dμ_dθᵀ C⁻¹ dμ_dθ  invF: (p, p)
+    """
+    μ: Array
+    C: Array
+    invC: Array
+    dμ_dθ: Array
+    F: Array
+    invF: Array
+
+
+class LossParts(NamedTuple):
+    """The loss Λ = −ln|F| + r(Λ2) Λ2 and its parts (all scalars).
+
+    ``logdetF`` is NaN when F is not positive definite, and then so is Λ.
+    """
+    Λ: Array
+    logdetF: Array
+    logdetC: Array
+    logdetinvC: Array
+    Λ2: Array
+    r: Array
+
+
+# --- derivative kinds --------------------------------------------------------
+# A kind says how ∂x/∂θ is obtained and which streams of simulations feed a fit.
+# Streams are named; each yields batches that backends summarise with (c).
+
+class Exact(NamedTuple):
+    """∂x/∂θ by the chain rule from known ∂d/∂θ (Gradient classes).
+
+    streams: "main" — batches (d (b,)+input_shape, ∂d/∂θ (b,)+input_shape+(p,)),
+             "remaining" — batches d (b,)+input_shape.
+    assemble: x = concat(main.x, remaining.x); dx_dθ = main.dx_dθ.
+    """
+    n_params: int
+    streams = ("main", "remaining")
+    derivative_streams = ("main",)
+
+
+class FiniteDifference(NamedTuple):
+    """Seed-matched finite differences (NumericalGradient classes).
+
+    streams: "fiducial" — batches d (b,)+input_shape,
+             "derivative" — batches of the (n_d, 2, p)+input_shape array flattened
+             in C order to (2·p·n_d,)+input_shape; [:, 0, α] below, [:, 1, α] above.
+    assemble: x = fiducial.x; with X = derivative.x reshaped to (n_d, 2, p, s),
+              dx_dθ[i, a, α] = (X[i, 1, α, a] − X[i, 0, α, a]) / δθ[α].
+    """
+    δθ: Array  # (p,)
+    streams = ("fiducial", "derivative")
+    derivative_streams = ()
+
+
+class ThroughSimulator(NamedTuple):
+    """Forward-mode derivatives through a JAX-traceable simulator (Simulator classes).
+
+    ``simulator(key, θ) -> d`` with d of shape input_shape.
+    streams: "main" — batches of PRNG keys (b, 2) whose simulations get ∂x/∂θ,
+             "remaining" — batches of keys (b, 2), summaries only.
+    assemble: as Exact. For the reference backends the simulator may instead be
+    ``simulator(key, θ) -> (d, ∂d/∂θ)`` written in NumPy (``returns_derivative``).
+    """
+    simulator: Callable
+    θ_fid: Array  # (p,)
+    returns_derivative: bool = False
+    streams = ("main", "remaining")
+    derivative_streams = ("main",)
+
+
+Kind = Exact | FiniteDifference | ThroughSimulator
+
+
+class Network(NamedTuple):
+    """A network as a backend runs it: ``apply(w, d) -> x`` for one simulation
+    d of shape input_shape, returning shape (s,). ``init(key) -> w``."""
+    init: Callable
+    apply: Callable
+    input_shape: tuple
+    output_shape: tuple
+
+
+# --- what a backend provides --------------------------------------------------
+
+@runtime_checkable
+class StatisticsBackend(Protocol):
+    """(a) Fisher statistics and (b) the loss with its cotangents."""
+
+    def fisher_statistics(self, x: Array, dx_dθ: Array) -> FisherStatistics:
+        """x (n_s, s), dx_dθ (n_d, s, p) -> FisherStatistics (spec §1)."""
+
+    def loss(self, x: Array, dx_dθ: Array, λ: float, α: float) -> LossParts:
+        """The loss and its parts (spec §1) for summaries x and derivatives dx_dθ."""
+
+    def loss_and_cotangents(self, x: Array, dx_dθ: Array, λ: float, α: float
+                            ) -> tuple[LossParts, Summaries]:
+        """The loss and (dΛ/dx (n_s, s), dΛ/d(∂x/∂θ) (n_d, s, p))."""
+
+
+@runtime_checkable
+class BatchBackend(Protocol):
+    """(c) summaries of a batch and (d) the weight gradient of a batch."""
+
+    def network(self, model: Any, input_shape: tuple) -> Network:
+        """Build a Network from an imnn.nn model (or, where supported, a user
+        ``(init, apply)`` pair)."""
+
+    def batch_summaries(self, network: Network, w: Weights, kind: Kind,
+                        inputs: Any, with_derivative: bool) -> Summaries:
+        """Summaries of one batch of a stream.
+
+        inputs: as the kind's stream documents (simulations, (d, ∂d/∂θ) pairs or keys)
+        returns Summaries(x (b, s), dx_dθ (b, s, p) if with_derivative else None)
+        """
+
+    def batch_weight_gradient(self, network: Network, w: Weights, kind: Kind,
+                              inputs: Any, with_derivative: bool,
+                              cotangents: Summaries) -> Weights:
+        """One vector-Jacobian product: Σ_batch ct·∂(x, ∂x/∂θ)/∂w, a pytree like w."""
+
+    def assemble(self, kind: Kind, outputs: dict[str, Summaries]) -> Summaries:
+        """Per-stream outputs (concatenated over batches) -> Summaries (n_s, …)."""
+
+    def assemble_transpose(self, kind: Kind, cotangents: Summaries,
+                           sizes: dict[str, int]) -> dict[str, Summaries]:
+        """The transpose of the (linear) assemble: cotangents on Summaries ->
+        cotangents on each stream's outputs (``sizes`` gives each stream's length)."""
+
+
+class Backend(StatisticsBackend, BatchBackend, Protocol):
+    """Everything a fit is built from."""
+    name: str
+
+
+# --- optimisers ----------------------------------------------------------------
+
+class Optimiser(NamedTuple):
+    """Pure optimiser functions used by every backend.
+
+    init(w) -> state;  update(grads, state, w) -> (new_w, new_state)
+    """
+    init: Callable
+    update: Callable
+
+
+def stream_sizes(kind: Kind, n_s: int, n_d: int, n_params: int) -> dict[str, int]:
+    """Number of simulations in each stream of a kind."""
+    if isinstance(kind, FiniteDifference):
+        return {"fiducial": n_s, "derivative": 2 * n_params * n_d}
+    return {"main": n_d, "remaining": n_s - n_d}
+
+
+__all__ = [
+    "Array", "Weights", "Summaries", "FisherStatistics", "LossParts", "Exact",
+    "FiniteDifference", "ThroughSimulator", "Kind", "Network", "StatisticsBackend",
+    "BatchBackend", "Backend", "Optimiser", "stream_sizes",
+]
