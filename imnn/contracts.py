@@ -156,12 +156,16 @@ class BatchBackend(Protocol):
         """One vector-Jacobian product: Σ_batch ct·∂(x, ∂x/∂θ)/∂w, a pytree like w."""
 
     def assemble(self, kind: Kind, outputs: dict[str, Summaries]) -> Summaries:
-        """Per-stream outputs (concatenated over batches) -> Summaries (n_s, …)."""
+        """Per-stream outputs (concatenated over batches) -> Summaries (n_s, …).
+
+        A stream with no simulations (e.g. "remaining" when n_s == n_d) is absent
+        from ``outputs``; assemble treats it as empty."""
 
     def assemble_transpose(self, kind: Kind, cotangents: Summaries,
                            sizes: dict[str, int]) -> dict[str, Summaries]:
         """The transpose of the (linear) assemble: cotangents on Summaries ->
-        cotangents on each stream's outputs (``sizes`` gives each stream's length)."""
+        cotangents on each stream's outputs (``sizes`` gives each stream's length;
+        streams of size 0 are left out of the result)."""
 
 
 class Backend(StatisticsBackend, BatchBackend, Protocol):

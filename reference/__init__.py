@@ -1,0 +1,1 @@
+"""Reference backends in float64: ``imnn.reference.numpy`` and ``imnn.reference.numba``."""

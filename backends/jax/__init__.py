@@ -1,0 +1,59 @@
+"""The JAX backend: jitted fitting, two-pass aggregated gradients sharded over
+devices (and hosts), float32 by default and float64 when x64 is enabled."""
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from . import statistics, summaries
+from .execution import CHUNK, JaxExecutor, make_runner, shard_batches
+from .network import network as _network
+
+
+class JaxBackend:
+    """Fulfils imnn.contracts.Backend on JAX. ``devices``: the devices to shard
+    simulations over (None: one device, no sharding)."""
+
+    name = "jax"
+    chunk = CHUNK
+    fisher_statistics = staticmethod(statistics.fisher_statistics)
+    loss = staticmethod(statistics.loss)
+    loss_and_cotangents = staticmethod(statistics.loss_and_cotangents)
+    batch_summaries = staticmethod(summaries.batch_summaries)
+    batch_weight_gradient = staticmethod(summaries.batch_weight_gradient)
+    assemble = staticmethod(summaries.assemble)
+    assemble_transpose = staticmethod(summaries.assemble_transpose)
+    where = staticmethod(jnp.where)
+    make_runner = staticmethod(make_runner)
+
+    def __init__(self, devices=None):
+        self.mesh = None if devices is None else Mesh(np.asarray(devices), ("sims",))
+
+    @property
+    def dtype(self):
+        return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+    def asarray(self, array):
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            return jnp.asarray(array, self.dtype)
+        return jnp.asarray(array)
+
+    def network(self, model, input_shape):
+        return _network(model, input_shape, self.dtype)
+
+    def executor(self, network, kind):
+        return JaxExecutor(self, network, kind, self.mesh)
+
+    def place(self, tree):
+        """Put stream inputs (n_batches, batch, ...) on the devices."""
+        return shard_batches(self.mesh, jax.tree_util.tree_map(
+            lambda a: a if isinstance(a, jax.core.Tracer) else self.asarray(a), tree))
+
+    def compile(self, function):
+        return jax.jit(function)
+
+
+__all__ = ["JaxBackend"]

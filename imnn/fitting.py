@@ -1,0 +1,200 @@
+"""The fit, built only from the backend contracts.
+
+``fit_step`` is one iteration of spec §3 written once: the JAX backend compiles
+it inside a ``lax.while_loop``; the reference backends run it as it is. The
+early-stopping bookkeeping is a pure function of (state, ln det F, iteration)
+for the same reason.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+from jax import tree_util
+
+from .contracts import LossParts, Summaries
+
+
+# --- the regularisation rate ---------------------------------------------------
+
+def get_α(λ: float, ε: float) -> float:
+    """α(λ, ε) = −ln(ε(λ − 1) + ε²/(1 + ε)) / ε (spec §1).
+
+    Chosen so that at Λ2 = ε the regularisation strength is λ / (λ + ε/(1+ε)).
+    """
+    λ, ε = _positive_number("λ", λ), _positive_number("ε", ε)
+    argument = ε * (λ - 1.0) + ε ** 2 / (1.0 + ε)
+    if argument <= 0.0:
+        raise ValueError(
+            f"no regularisation rate exists for λ={λ} and ε={ε}: ε(λ − 1) + ε²/(1 + ε) = "
+            f"{argument:.4g} must be positive (choose λ > 1 − ε/(1 + ε))")
+    α = -math.log(argument) / ε
+    if α < 0.0:
+        warnings.warn(
+            f"the regularisation rate α = {α:.4g} is negative for λ={λ}, ε={ε}: the "
+            "regulariser then fades exactly when the covariance is far from identity; "
+            "choose a smaller λ or ε", RuntimeWarning, stacklevel=2)
+    return α
+
+
+def _positive_number(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+# --- early stopping --------------------------------------------------------------
+
+class Stopping(NamedTuple):
+    """Early-stopping state: the best criterion ln det F, the weights at which
+    it was measured, and the patience counter."""
+    max_logdetF: Any
+    best_w: Any
+    patience_counter: Any
+
+
+def update_stopping(state: Stopping, logdetF, w_measured, i, min_iterations, where) -> Stopping:
+    """Spec §3: strictly greater criterion → reset the counter and remember the
+    weights it was measured at; otherwise count once past ``min_iterations``.
+    ``where`` is the backend's elementwise select (np.where or jnp.where)."""
+    improved = logdetF > state.max_logdetF
+    return Stopping(
+        where(improved, logdetF, state.max_logdetF),
+        tree_util.tree_map(lambda new, old: where(improved, new, old), w_measured, state.best_w),
+        where(improved, 0, where(i > min_iterations, state.patience_counter + 1,
+                                 state.patience_counter)))
+
+
+def keep_going(state: Stopping, i, patience, max_iterations):
+    """Whether iteration ``i`` (0-based, within this fit call) should run."""
+    return (state.patience_counter < patience) & (i < max_iterations)
+
+
+# --- one iteration -----------------------------------------------------------------
+
+class Carry(NamedTuple):
+    """What one iteration hands the next."""
+    w: Any
+    opt_state: Any
+    stopping: Stopping
+
+
+class Record(NamedTuple):
+    """The statistics of one iteration (training at w_i, validation at w_{i+1})."""
+    train: LossParts
+    validation: LossParts | None
+
+
+class Problem(NamedTuple):
+    """Everything static about a fit.
+
+    executor: runs streams through the network (see ``LoopExecutor``)
+    optimiser: an imnn.contracts.Optimiser
+    sizes: number of simulations per stream
+    training_streams(data, i) -> {name: (inputs, with_derivative)}
+    validation_streams(data) -> same, or None without validation
+    where: elementwise select of the backend's array library
+    """
+    executor: Any
+    optimiser: Any
+    sizes: dict
+    training_streams: Callable
+    validation_streams: Callable | None
+    where: Callable
+
+
+def loss_and_gradient(executor, w, streams, sizes, λ, α) -> tuple[LossParts, Any]:
+    """Two passes: summaries of every stream (pass 1), the loss and its
+    cotangents on the small gathered summaries, then one VJP per batch (pass 2)."""
+    outputs, pullbacks = {}, {}
+    for name, (inputs, with_derivative) in streams.items():
+        if sizes[name]:
+            outputs[name], pullbacks[name] = executor.summaries_and_pullback(
+                w, inputs, with_derivative)
+    backend, kind = executor.backend, executor.kind
+    summaries = backend.assemble(kind, outputs)
+    parts, cotangents = backend.loss_and_cotangents(summaries.x, summaries.dx_dθ, λ, α)
+    stream_cotangents = backend.assemble_transpose(kind, cotangents, sizes)
+    gradients = [pullbacks[name](stream_cotangents[name]) for name in pullbacks]
+    return parts, tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *gradients)
+
+
+def summaries_of(executor, w, streams, sizes) -> Summaries:
+    """Pass 1 only: the assembled summaries of every stream."""
+    outputs = {name: executor.summaries(w, inputs, with_derivative)
+               for name, (inputs, with_derivative) in streams.items() if sizes[name]}
+    return executor.backend.assemble(executor.kind, outputs)
+
+
+def fit_step(problem: Problem, carry: Carry, i, data, λ, α, min_iterations):
+    """One iteration of spec §3. Returns (next carry, Record)."""
+    ex = problem.executor
+    parts, grads = loss_and_gradient(
+        ex, carry.w, problem.training_streams(data, i), problem.sizes, λ, α)
+    w_next, opt_state = problem.optimiser.update(grads, carry.opt_state, carry.w)
+    if problem.validation_streams is None:
+        validation, criterion, w_measured = None, parts.logdetF, carry.w
+    else:
+        s = summaries_of(ex, w_next, problem.validation_streams(data), problem.sizes)
+        validation = ex.backend.loss(s.x, s.dx_dθ, λ, α)
+        criterion, w_measured = validation.logdetF, w_next
+    stopping = update_stopping(carry.stopping, criterion, w_measured, i, min_iterations,
+                               problem.where)
+    return Carry(w_next, opt_state, stopping), Record(parts, validation)
+
+
+# --- running iterations without a compiler ----------------------------------------------
+
+class LoopExecutor:
+    """Runs streams batch by batch with a Python loop (the reference backends).
+
+    Stream inputs carry two leading axes (n_batches, batch) on every leaf.
+    """
+
+    def __init__(self, backend, network, kind):
+        self.backend, self.network, self.kind = backend, network, kind
+
+    def _batches(self, inputs):
+        n = tree_util.tree_leaves(inputs)[0].shape[0]
+        return [tree_util.tree_map(lambda a: a[b], inputs) for b in range(n)]
+
+    def summaries(self, w, inputs, with_derivative) -> Summaries:
+        parts = [self.backend.batch_summaries(self.network, w, self.kind, batch, with_derivative)
+                 for batch in self._batches(inputs)]
+        return Summaries(np.concatenate([p.x for p in parts]),
+                         np.concatenate([p.dx_dθ for p in parts]) if with_derivative else None)
+
+    def summaries_and_pullback(self, w, inputs, with_derivative):
+        batches = self._batches(inputs)
+
+        def pullback(cotangents: Summaries):
+            total, start = None, 0
+            for batch in batches:
+                n = tree_util.tree_leaves(batch)[0].shape[0]
+                ct = Summaries(cotangents.x[start:start + n],
+                               None if cotangents.dx_dθ is None
+                               else cotangents.dx_dθ[start:start + n])
+                g = self.backend.batch_weight_gradient(
+                    self.network, w, self.kind, batch, with_derivative, ct)
+                total = g if total is None else tree_util.tree_map(np.add, total, g)
+                start += n
+            return total
+
+        return self.summaries(w, inputs, with_derivative), pullback
+
+
+def run_loop(problem: Problem, carry: Carry, data, λ, α, min_iterations, patience,
+             max_iterations, start, n_steps):
+    """Run iterations start, start+1, … (at most n_steps) while keep_going.
+
+    Returns (carry, list of Records, number of iterations run)."""
+    records, i = [], start
+    while i < start + n_steps and bool(keep_going(carry.stopping, i, patience, max_iterations)):
+        carry, record = fit_step(problem, carry, i, data, λ, α, min_iterations)
+        records.append(record)
+        i += 1
+    return carry, records, i - start

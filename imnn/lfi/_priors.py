@@ -1,0 +1,110 @@
+"""Priors: the small contract the LFI classes need, a box prior, and TFP adaptation."""
+from __future__ import annotations
+
+from typing import Any, Protocol, final
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = Any
+
+
+class Prior(Protocol):
+    """What the LFI classes need from a prior over ``p`` parameters.
+
+    low, high:       (p,) finite bounds; marginals are evaluated on a grid between them.
+    sample(key, n):  -> (n, p) draws; JAX-traceable.
+    log_prob(θ):     θ (n, p) -> (n,) log density, −inf outside the support; JAX-traceable.
+    """
+    low: Array
+    high: Array
+
+    def sample(self, key: Array, n: int) -> Array: ...
+
+    def log_prob(self, θ: Array) -> Array: ...
+
+
+@final
+class Uniform:
+    """The uniform prior on the box ``low <= θ <= high``; low, high: (p,)."""
+
+    def __init__(self, low, high):
+        low, high = np.atleast_1d(np.asarray(low, float)), np.atleast_1d(np.asarray(high, float))
+        if low.ndim != 1 or low.shape != high.shape:
+            raise ValueError("Uniform: `low` and `high` must be 1-D arrays of the same "
+                             f"shape (p,); got {low.shape} and {high.shape}")
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
+            raise ValueError(f"Uniform: need finite `low` < `high`; got low={low}, high={high}")
+        self.low, self.high = jnp.asarray(low), jnp.asarray(high)
+
+    def sample(self, key, n):
+        return jax.random.uniform(key, (n, self.low.shape[0]), minval=self.low, maxval=self.high)
+
+    def log_prob(self, θ):
+        inside = jnp.all((θ >= self.low) & (θ <= self.high), axis=-1)
+        return jnp.where(inside, -jnp.sum(jnp.log(self.high - self.low)), -jnp.inf)
+
+    def __repr__(self):
+        return f"Uniform(low={np.asarray(self.low)}, high={np.asarray(self.high)})"
+
+
+@final
+class _TFPPrior:
+    """A TensorFlow-Probability-on-JAX distribution seen through the Prior contract.
+
+    The distribution is either one event of shape (p,) (e.g. ``Blockwise``) or a batch of
+    p scalar distributions (e.g. ``Uniform(low=[..], high=[..])``); log_prob sums the latter.
+    """
+
+    def __init__(self, distribution, low, high):
+        self.distribution, self.low, self.high = distribution, low, high
+
+    def sample(self, key, n):
+        return jnp.reshape(self.distribution.sample(sample_shape=(n,), seed=key),
+                           (n, self.low.shape[0]))
+
+    def log_prob(self, θ):
+        log_prob = self.distribution.log_prob(θ)
+        return jnp.sum(log_prob, axis=-1) if log_prob.ndim == θ.ndim else log_prob
+
+
+def _is_tfp_distribution(prior) -> bool:
+    # TFP distributions call their sampling key `seed` and carry event and batch shapes.
+    return hasattr(prior, "event_shape") and hasattr(prior, "batch_shape")
+
+
+def as_prior(prior) -> Prior:
+    """Checks ``prior`` against the Prior contract, adapting TFP distributions.
+
+    Raises TypeError when ``prior`` cannot be sampled or evaluated as documented, and
+    ValueError when it lacks finite bounds ``low < high`` of shape (p,).
+    """
+    if not (hasattr(prior, "sample") and hasattr(prior, "log_prob")):
+        raise TypeError("`prior` must provide sample(key, n) -> (n, p) and log_prob(θ) -> (n,) "
+                        "(e.g. imnn.lfi.Uniform) or be a TensorFlow-Probability distribution; "
+                        f"got {type(prior).__name__}")
+    try:
+        low, high = (np.atleast_1d(np.asarray(getattr(prior, name), float))
+                     for name in ("low", "high"))
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(_needs_bounds(prior)) from error
+    if (low.ndim != 1 or low.shape != high.shape or not np.all(np.isfinite(low))
+            or not np.all(np.isfinite(high)) or not np.all(low < high)):
+        raise ValueError(_needs_bounds(prior) + f" Got low={low}, high={high}.")
+    if _is_tfp_distribution(prior):
+        prior = _TFPPrior(prior, jnp.asarray(low), jnp.asarray(high))
+    p = low.shape[0]
+    θ = jax.eval_shape(lambda key: prior.sample(key, 3), jax.random.key(0))
+    log_prob = jax.eval_shape(prior.log_prob, jax.ShapeDtypeStruct((3, p), jnp.float32))
+    if θ.shape != (3, p) or log_prob.shape != (3,):
+        raise TypeError(f"`prior`: sample(key, 3) must have shape (3, {p}) and log_prob of that "
+                        f"shape (3,), matching low/high of shape ({p},); got {θ.shape} and "
+                        f"{log_prob.shape}")
+    return prior
+
+
+def _needs_bounds(prior) -> str:
+    return (f"`prior` ({type(prior).__name__}) needs finite bounds `low` < `high`, arrays of shape "
+            "(p,): the marginals are evaluated on a grid between them. For an unbounded "
+            "distribution set them to the range of interest (prior.low = ..., prior.high = ...).")

@@ -1,0 +1,68 @@
+"""Choosing a backend by name, and running the reference backends.
+
+The JAX backend compiles the fit itself. The reference backends only fulfil
+the contracts; ``ReferenceRuntime`` runs them with Python loops in float64,
+through the same ``imnn.fitting.fit_step``.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from jax import tree_util
+
+from .fitting import LoopExecutor, run_loop
+
+BACKENDS = ("jax", "numpy", "numba")
+
+
+def make_backend(name: str, devices=None):
+    """The backend called ``name``, sharding over ``devices`` where it can."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "jax":
+        from .backends.jax import JaxBackend
+        return JaxBackend(devices)
+    if name == "numpy":
+        from .reference.numpy import NumpyBackend
+        return ReferenceRuntime(NumpyBackend())
+    from .reference.numba import NumbaBackend
+    return ReferenceRuntime(NumbaBackend())
+
+
+class ReferenceRuntime:
+    """Gives a reference backend what a fit needs beyond the contracts."""
+
+    chunk = 1
+    dtype = np.float64
+    where = staticmethod(np.where)
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.name = backend.name
+
+    def __getattr__(self, attribute):
+        # The contract methods are the reference backend's own.
+        return getattr(self.backend, attribute)
+
+    def asarray(self, array):
+        array = np.asarray(array)
+        return array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
+
+    def place(self, tree):
+        return tree_util.tree_map(self.asarray, tree)
+
+    def executor(self, network, kind):
+        return LoopExecutor(self.backend, network, kind)
+
+    def compile(self, function):
+        return function
+
+    def make_runner(self, problem):
+        def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
+            carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations,
+                                         patience, max_iterations, start, n_steps)
+            stacked = (tree_util.tree_map(lambda *r: np.stack([np.asarray(v) for v in r]),
+                                          *records) if records else None)
+            return carry, stacked, n
+        return run

@@ -1,0 +1,178 @@
+"""Where simulations come from: a simulator, arrays in memory (and, for the
+Dataset classes, iterators). A source lays its streams out in batches of
+``(n_batches, batch)`` for a backend and checks shapes once, at construction.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .contracts import Exact, FiniteDifference, ThroughSimulator, stream_sizes
+
+
+class Layout(NamedTuple):
+    """How streams are cut into batches.
+
+    batch=None: one batch per stream (the in-memory classes). Otherwise every
+    batch holds ``batch = n_devices · n_per_device`` simulations, spread over
+    the devices.
+    """
+    batch: int | None = None
+    n_devices: int = 1
+    n_per_device: int | None = None
+
+    def n_batches(self, name: str, n: int, quantity: str) -> int:
+        if self.batch is None or n == 0:
+            return 1
+        if n % self.batch:
+            raise ValueError(
+                f"{quantity} = {n} cannot be split evenly over {self.n_devices} device(s) with "
+                f"n_per_device = {self.n_per_device}: it must be a multiple of "
+                f"{self.n_devices} × {self.n_per_device} = {self.batch} (stream '{name}')")
+        return n // self.batch
+
+    def batched(self, name: str, tree, quantity: str):
+        """Reshape every leaf from (n, ...) to (n_batches, batch, ...)."""
+        n = jax.tree_util.tree_leaves(tree)[0].shape[0]
+        n_batches = self.n_batches(name, n, quantity)
+        return jax.tree_util.tree_map(
+            lambda a: a.reshape((n_batches, n // n_batches) + a.shape[1:]), tree)
+
+
+QUANTITY = {"main": "n_d", "remaining": "n_s - n_d", "fiducial": "n_s",
+            "derivative": "2·p·n_d (= 2 · n_params · n_d)"}
+
+
+def check_array(name: str, array, shape: tuple, allow_none=False):
+    """A finite floating array of exactly ``shape``, as float64 numpy."""
+    if array is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be given: an array of shape {shape}")
+    if not hasattr(array, "shape") and not isinstance(array, (list, tuple)):
+        raise TypeError(f"{name} must be an array of shape {shape}, got {type(array).__name__}")
+    array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    return array
+
+
+class ArraySource:
+    """Simulations held as arrays (Gradient and NumericalGradient classes).
+
+    Exact derivatives: ``derivative`` (n_d,)+input_shape+(p,) belongs to the
+    first n_d fiducial simulations. Finite differences: ``derivative``
+    (n_d, 2, p)+input_shape, seed-matched (spec §2).
+    """
+
+    def __init__(self, kind, n_s, n_d, n_params, input_shape, fiducial, derivative,
+                 validation_fiducial, validation_derivative, layout: Layout):
+        self.kind, self.layout = kind, layout
+        self.sizes = stream_sizes(kind, n_s, n_d, n_params)
+        shapes = self._shapes(kind, n_s, n_d, n_params, tuple(input_shape))
+        train = (check_array("fiducial", fiducial, shapes[0]),
+                 check_array("derivative", derivative, shapes[1]))
+        if (validation_fiducial is None) != (validation_derivative is None):
+            missing = "validation_derivative" if validation_derivative is None else "validation_fiducial"
+            raise ValueError(f"{missing} must be given too: validation needs both "
+                             "validation_fiducial and validation_derivative")
+        self.validate = validation_fiducial is not None
+        validation = (check_array("validation_fiducial", validation_fiducial, shapes[0]),
+                      check_array("validation_derivative", validation_derivative, shapes[1])
+                      ) if self.validate else None
+        self.arrays = {"train": self._streams(*train)}
+        if self.validate:
+            self.arrays["validation"] = self._streams(*validation)
+
+    @staticmethod
+    def _shapes(kind, n_s, n_d, p, input_shape):
+        if isinstance(kind, FiniteDifference):
+            return (n_s,) + input_shape, (n_d, 2, p) + input_shape
+        return (n_s,) + input_shape, (n_d,) + input_shape + (p,)
+
+    def _streams(self, fiducial, derivative):
+        n_d = derivative.shape[0]
+        if isinstance(self.kind, FiniteDifference):
+            flat = derivative.reshape((-1,) + derivative.shape[3:])
+            streams = {"fiducial": fiducial, "derivative": flat}
+        else:
+            streams = {"main": (fiducial[:n_d], derivative), "remaining": fiducial[n_d:]}
+        return {name: self.layout.batched(name, value, QUANTITY[name])
+                for name, value in streams.items() if self.sizes[name]}
+
+    def data(self, runtime, rng=None):
+        return runtime.place(self.arrays)
+
+    def training_streams(self, data, i):
+        return self._with_flags(data["train"])
+
+    def validation_streams(self, data):
+        return self._with_flags(data["validation"])
+
+    def statistics_streams(self, data, key=None):
+        return self._with_flags(data["validation" if self.validate else "train"])
+
+    def _with_flags(self, streams):
+        return {name: (inputs, name in self.kind.derivative_streams)
+                for name, inputs in streams.items()}
+
+
+def simulation_keys(rng, i, n):
+    """Keys of the n simulations of iteration i: a function of the global
+    simulation index only, so results do not depend on devices or batching."""
+    key = jax.random.fold_in(rng, i)
+    return jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(n))
+
+
+def as_raw_key(rng, name="rng"):
+    """A raw uint32 (2,) PRNG key from a raw or typed JAX key."""
+    if rng is None:
+        raise ValueError(f"{name} must be a JAX PRNG key (jax.random.PRNGKey(seed)) for a "
+                         "simulator-based fit: fresh simulations are drawn from it")
+    if jnp.issubdtype(getattr(rng, "dtype", np.float64), jax.dtypes.prng_key):
+        rng = jax.random.key_data(rng)
+    rng = np.asarray(rng)
+    if rng.shape != (2,) or rng.dtype != np.uint32:
+        raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.PRNGKey(0), got an "
+                        f"array of shape {rng.shape} and dtype {rng.dtype}")
+    return rng
+
+
+class SimulatorSource:
+    """Fresh simulations every iteration from ``simulator(key, θ)``."""
+
+    validate = False
+    validation_streams = None
+
+    def __init__(self, kind: ThroughSimulator, n_s, n_d, n_params, layout: Layout, runtime):
+        self.kind, self.layout, self.n_s, self.n_d = kind, layout, n_s, n_d
+        self.runtime = runtime
+        self.sizes = stream_sizes(kind, n_s, n_d, n_params)
+        for name, n in self.sizes.items():
+            layout.n_batches(name, n, QUANTITY[name])
+
+    def data(self, runtime, rng):
+        return {"rng": as_raw_key(rng)}
+
+    def _streams(self, keys):
+        streams = {"main": keys[:self.n_d], "remaining": keys[self.n_d:]}
+        return {name: (self.runtime.place(self.layout.batched(name, value, QUANTITY[name])),
+                       name == "main")
+                for name, value in streams.items() if self.sizes[name]}
+
+    def training_streams(self, data, i):
+        return self._streams(simulation_keys(data["rng"], i, self.n_s))
+
+    def statistics_streams(self, data, key):
+        return self._streams(simulation_keys(key, 0, self.n_s))
+
+
+__all__ = ["Layout", "ArraySource", "SimulatorSource", "simulation_keys", "check_array"]

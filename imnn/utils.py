@@ -1,0 +1,37 @@
+"""Utilities the seed's examples import."""
+from __future__ import annotations
+
+import jax
+
+
+def _value_and_jacobian(jacobian_transform):
+    def transform(f, argnums=0, has_aux=False, holomorphic=False):
+        # The value rides along as auxiliary output of the one linearisation
+        # (jvp for jacfwd, vjp for jacrev) that builds the Jacobian.
+        def with_value(*args):
+            out = f(*args)
+            return (out[0], out) if has_aux else (out, out)
+
+        jacobian = jacobian_transform(with_value, argnums=argnums, has_aux=True,
+                                      holomorphic=holomorphic)
+
+        def wrapped(*args):
+            jac, out = jacobian(*args)
+            return (out[0], jac, out[1]) if has_aux else (out, jac)
+        return wrapped
+    return transform
+
+
+value_and_jacfwd = _value_and_jacobian(jax.jacfwd)
+value_and_jacfwd.__doc__ = """f's value and its forward-mode Jacobian from one linearisation.
+
+Arguments as ``jax.jacfwd`` (argnums, has_aux, holomorphic). Returns
+``(value, jacobian)``, or ``(value, jacobian, aux)`` with has_aux."""
+
+value_and_jacrev = _value_and_jacobian(jax.jacrev)
+value_and_jacrev.__doc__ = """f's value and its reverse-mode Jacobian from one linearisation.
+
+Arguments as ``jax.jacrev`` (argnums, has_aux, holomorphic). Returns
+``(value, jacobian)``, or ``(value, jacobian, aux)`` with has_aux."""
+
+__all__ = ["value_and_jacfwd", "value_and_jacrev"]
