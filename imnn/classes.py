@@ -17,7 +17,7 @@ from jax import tree_util
 
 from . import nn as _nn
 from .contracts import Exact, FiniteDifference, Summaries, ThroughSimulator
-from .fitting import Carry, Problem, Stopping, fit_step, get_α, summaries_of
+from .fitting import Carry, Problem, Stopping, get_α, loss_and_gradient, summaries_of
 from .optimisers import LegacyState, as_optimiser
 from .runtime import make_backend
 from .sources import ArraySource, Layout, SimulatorSource, as_raw_key, check_array
@@ -79,7 +79,7 @@ class _IMNN:
 
     def _initial_weights(self, optimiser, key_or_state):
         if _is_key(key_or_state):
-            w = self.runtime.place(self.network.init(key_or_state))
+            w = self.runtime.replicate(self.network.init(key_or_state))
             return w, self.optimiser.init(w)
         if isinstance(optimiser, tuple) and not hasattr(optimiser, "init"):
             # A legacy optimiser state from an earlier fit: its weights continue.
@@ -103,7 +103,7 @@ class _IMNN:
             lambda w, data, key: summaries_of(self.executor, w,
                                               source.statistics_streams(data, key),
                                               source.sizes))
-        self._placed = None
+        self._placed = self._gradient = None
 
     # --- fitting ---------------------------------------------------------------
 
@@ -210,6 +210,19 @@ class _IMNN:
                 "the Fisher matrix (or the covariance) was not positive definite there. Those "
                 "iterations never count as improvements; if the fit diverged, lower the "
                 "learning rate or raise λ.", RuntimeWarning, stacklevel=3)
+
+    def loss_and_gradient(self, λ, ε, w=None, rng=None, iteration=0):
+        """The loss parts and dΛ/dw at weights ``w`` on the training data of
+        ``iteration`` (for simulator classes, the simulations drawn from ``rng``
+        at that iteration), by the same two passes the fit uses."""
+        α = get_α(λ, ε)
+        w = self.w if w is None else w
+        if self._gradient is None:
+            self._gradient = self.runtime.compile(
+                lambda w, data, i, λ, α: loss_and_gradient(
+                    self.executor, w, self.source.training_streams(data, i),
+                    self.source.sizes, λ, α))
+        return self._gradient(w, self._data(rng), iteration, float(λ), α)
 
     # --- statistics and estimates -------------------------------------------------
 

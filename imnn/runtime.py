@@ -52,6 +52,8 @@ class ReferenceRuntime:
     def place(self, tree):
         return tree_util.tree_map(self.asarray, tree)
 
+    replicate = place
+
     def executor(self, network, kind):
         return LoopExecutor(self.backend, network, kind)
 

@@ -190,6 +190,9 @@ def test_field_fisher_matches_finite_difference_covariance(θ):
     np.testing.assert_allclose(d.sum(1), 0.0, atol=1e-10)  # k = 0 amplitude is zero
     outer, error = mean_and_standard_error(d[:, :, None] * d[:, None, :])
     assert np.all(np.abs(outer - Σ) < 5 * error + 1e-12)
+    # sharper, all elements at once: dᵀ Σ⁺ d ~ χ²(N² − 1), standard error sqrt(2·63/4000)
+    mean, error = mean_and_standard_error(np.einsum("na,ab,nb->n", d, Σ_plus, d))
+    assert abs(mean - (N * N - 1)) < 5 * error
 
 
 @pytest.mark.parametrize("θ", FIELD_θS)

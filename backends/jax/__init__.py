@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec as P
 
 from . import statistics, summaries
 from .execution import CHUNK, JaxExecutor, make_runner, shard_batches
@@ -43,6 +43,10 @@ class JaxBackend:
 
     def network(self, model, input_shape):
         return _network(model, input_shape, self.dtype)
+
+    def replicate(self, tree):
+        """Put weights (or anything every device needs whole) on every device."""
+        return shard_batches(self.mesh, jax.tree_util.tree_map(self.asarray, tree), P())
 
     def executor(self, network, kind):
         return JaxExecutor(self, network, kind, self.mesh)

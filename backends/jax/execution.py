@@ -82,11 +82,12 @@ class JaxExecutor:
         return self.summaries(w, inputs, with_derivative), pass_two
 
 
-def shard_batches(mesh: Mesh | None, tree):
-    """Lay stream inputs (n_batches, batch, ...) over the mesh's devices."""
+def shard_batches(mesh: Mesh | None, tree, spec=P(None, AXIS)):
+    """Lay stream inputs (n_batches, batch, ...) over the mesh's devices (or,
+    with spec=P(), copy weights to every device)."""
     if mesh is None:
         return tree
-    sharding = NamedSharding(mesh, P(None, AXIS))
+    sharding = NamedSharding(mesh, spec)
     return tree_util.tree_map(lambda a: lax.with_sharding_constraint(a, sharding)
                               if isinstance(a, jax.core.Tracer) else _put(a, sharding), tree)
 

@@ -93,7 +93,8 @@ def conv_weight_grad(x, g, kernel, strides):
 
 @numba.njit(cache=True)
 def _derivatives(code, parameter, h):
-    """(σ(h), σ'(h), σ''(h)); kinks as jax.nn (relu'(0) = 0, leaky_relu'(0) = 1, elu'(0) = α)."""
+    """(σ(h), σ'(h), σ''(h)); at the kinks as jax.nn: relu'(0) = 0, leaky_relu'(0) = 1,
+    elu'(0) = α."""
     if code == 0:
         t = math.tanh(h)
         d1 = 1.0 - t * t

@@ -9,6 +9,8 @@ primal *and* its tangents — given a cotangent stack ``G`` of the same layout.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from imnn import nn
@@ -72,7 +74,6 @@ class _Conv:
 
     def backward(self, w, Z, G):
         W, _ = w
-        b, q = Z.shape[:2]
         Gf = G.reshape((-1,) + self.out_shape)
         dW = self.kernels.conv_weight_grad(self._padded_input(Z), Gf, self.kernel, self.strides)
         db = G[:, 0].reshape(-1, self.out_shape[-1]).sum(axis=0)
@@ -86,18 +87,20 @@ class _Conv:
 class _Activation:
     def __init__(self, layer: nn.Activation, in_shape, out_shape, kernels: Kernels):
         self.name, self.parameter, self.kernels = layer.name, layer.parameter, kernels
+        self.size = math.prod(in_shape)
         self.weight_shapes = ()
 
+    def _flat(self, Z):
+        """(b, q) + shape -> contiguous (b, q, m), the kernels' layout."""
+        return np.ascontiguousarray(Z.reshape(Z.shape[:2] + (self.size,)))
+
     def forward(self, w, Z):
-        b, q = Z.shape[:2]
-        flat = np.ascontiguousarray(Z.reshape(b, q, -1))
-        return self.kernels.activation_forward(self.name, self.parameter, flat).reshape(Z.shape)
+        out = self.kernels.activation_forward(self.name, self.parameter, self._flat(Z))
+        return out.reshape(Z.shape)
 
     def backward(self, w, Z, G):
-        b, q = Z.shape[:2]
-        dZ = self.kernels.activation_backward(
-            self.name, self.parameter, np.ascontiguousarray(Z.reshape(b, q, -1)),
-            np.ascontiguousarray(G.reshape(b, q, -1)))
+        dZ = self.kernels.activation_backward(self.name, self.parameter, self._flat(Z),
+                                              self._flat(G))
         return (), dZ.reshape(Z.shape)
 
 

@@ -116,7 +116,8 @@ def loss_and_cotangents(x, dx_dθ, λ: float, α: float) -> tuple[LossParts, Sum
     decay = np.exp(-α * Λ2)
     dΛ_dΛ2 = r + Λ2 * λ * decay * (1.0 + α * Λ2) / (Λ2 + decay) ** 2
     # a zero norm has no gradient direction: take the zero subgradient
-    dΛ2_dC = (A / norm_A if norm_A > 0 else 0.0) - (invC @ B @ invC / norm_B if norm_B > 0 else 0.0)
+    dΛ2_dC = ((A / norm_A if norm_A > 0 else 0.0)
+              - (invC @ B @ invC / norm_B if norm_B > 0 else 0.0))
     G_C = g.invC_M @ invF @ g.invC_M.T + dΛ_dΛ2 * dΛ2_dC
     G_M = -2.0 * g.invC_M @ invF
 

@@ -1,0 +1,168 @@
+"""Rejection approximate Bayesian computation."""
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Any, NamedTuple, final
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from imnn.lfi._marginals import histogram_marginals, make_grid
+from imnn.lfi._plot import plot_marginals, plot_scatter
+from imnn.lfi._problem import draw_from_prior, make_problem
+
+Array = Any
+
+
+class Samples(NamedTuple):
+    """Simulations for one target: parameters (n, p), summaries (n, s), distances (n,)."""
+    parameters: Array
+    summaries: Array
+    distances: Array
+
+
+@final
+class ApproximateBayesianComputation:
+    """Rejection ABC: keep prior draws whose compressed simulation lies within ϵ of a target.
+
+    Parameters
+    ----------
+    target_data : (n_targets,) + input_shape, or input_shape for one target
+        The observed data; input_shape is the shape of ``simulator(key, θ)``.
+    prior : Prior
+        ``imnn.lfi.Uniform`` or any object with ``sample(key, n)``, ``log_prob(θ)`` and finite
+        ``low``/``high`` of shape (p,), or a TensorFlow-Probability-on-JAX distribution
+        with ``low``/``high``.
+    simulator : simulator(key, θ (p,)) -> one simulation (input_shape); JAX-traceable.
+    compressor : compressor(d (n,) + input_shape) -> (n, s); JAX-traceable, e.g. a fitted
+        IMNN's parameter estimate.
+    gridsize : int or p ints, default 100
+        Grid points per parameter between prior.low and prior.high for the marginals.
+    F : None, (s, s) or (n_targets, s, s)
+        Fisher matrix of the distance sqrt((x − x_t)ᵀ F (x − x_t)); Euclidean when None.
+    distance_measure : None or distance_measure(summaries (n, s), target (s,)) -> (n,)
+        A custom distance (JAX-traceable); exclusive with F.
+
+    Attributes
+    ----------
+    parameters (N, p), summaries (N, s), distances (n_targets, N): every simulation so far.
+    ϵ : (n_targets,) the threshold of the last call.
+    accepted, rejected : one ``Samples`` per target, split by ``distances <= ϵ``.
+    marginals : ``Marginals`` histogram of the accepted parameters (set by each call).
+    grid : tuple of p arrays (g_i,); target_summaries : (n_targets, s).
+    """
+
+    def __init__(self, target_data, prior, simulator, compressor, gridsize=100, F=None,
+                 distance_measure=None):
+        self.problem = make_problem(target_data, prior, simulator, compressor, F,
+                                    distance_measure)
+        self.grid = make_grid(self.problem.prior.low, self.problem.prior.high, gridsize)
+        self._draw = jax.jit(partial(draw_from_prior, self.problem), static_argnums=1)
+        self._clear()
+
+    @property
+    def target_summaries(self):
+        return self.problem.target_summaries
+
+    def _clear(self):
+        n_targets, s = self.target_summaries.shape
+        self.parameters = np.zeros((0, self.problem.prior.low.shape[0]))
+        self.summaries = np.zeros((0, s))
+        self.distances = np.zeros((n_targets, 0))
+        self.ϵ = np.full(n_targets, np.nan)
+        self.marginals = None
+
+    def __call__(self, ϵ, rng, n_samples, min_accepted=None, max_iterations=10,
+                 smoothing=None, replace=False):
+        """Simulate in batches of ``n_samples`` prior draws until enough are accepted.
+
+        ϵ : float or (n_targets,) — a simulation is accepted for a target when its
+            distance to the target is <= ϵ.
+        rng : a JAX PRNG key.
+        n_samples : int — draws per jitted batch (simulated and compressed at once).
+        min_accepted : None or int — keep drawing batches until every target has at least
+            this many accepted samples (counting earlier calls' samples unless replace);
+            None draws exactly one batch.
+        max_iterations : int — at most this many batches in this call (warns if
+            min_accepted is not reached).
+        smoothing : None or float — Gaussian smoothing of the marginals, in grid cells.
+        replace : bool — discard the simulations of earlier calls. Otherwise they are kept
+            and judged against the new ϵ (all are prior draws, so this is still valid).
+        Returns ``accepted``: one ``Samples`` per target.
+        """
+        n_targets = self.target_summaries.shape[0]
+        ϵ = np.asarray(ϵ, float)
+        if ϵ.shape not in ((), (n_targets,)) or not np.all(ϵ > 0):
+            raise ValueError(f"`ϵ` must be positive: a float or {n_targets} (one per target); "
+                             f"got {ϵ}")
+        ϵ = np.broadcast_to(ϵ, (n_targets,))
+        _check_positive_int(n_samples=n_samples, max_iterations=max_iterations)
+        if min_accepted is not None:
+            _check_positive_int(min_accepted=min_accepted)
+        if replace:
+            self._clear()
+        self.ϵ = ϵ
+        with tqdm(total=max_iterations, desc="ABC batches") as bar:
+            for _ in range(max_iterations):
+                if min_accepted is not None and np.all(self.n_accepted >= min_accepted):
+                    break
+                rng, key = jax.random.split(rng)
+                θ, summaries, distances = map(np.asarray, self._draw(key, n_samples))
+                self.parameters = np.concatenate([self.parameters, θ])
+                self.summaries = np.concatenate([self.summaries, summaries])
+                self.distances = np.concatenate([self.distances, distances], axis=1)
+                bar.update()
+                bar.set_postfix(accepted=self.n_accepted.tolist())
+                if min_accepted is None:
+                    break
+            else:
+                if min_accepted is not None and np.any(self.n_accepted < min_accepted):
+                    warnings.warn(f"ABC: {self.n_accepted.tolist()} samples accepted after "
+                                  f"{max_iterations} batches, fewer than min_accepted="
+                                  f"{min_accepted}; raise max_iterations or ϵ", stacklevel=2)
+        self.marginals = histogram_marginals(
+            [accepted.parameters for accepted in self.accepted], self.grid, smoothing=smoothing)
+        return self.accepted
+
+    @property
+    def n_simulations(self) -> int:
+        return len(self.parameters)
+
+    @property
+    def n_accepted(self) -> np.ndarray:
+        """(n_targets,) number of simulations within ϵ of each target."""
+        return np.sum(self.distances <= self.ϵ[:, None], axis=1)
+
+    @property
+    def accepted(self) -> list[Samples]:
+        return self._split(True)
+
+    @property
+    def rejected(self) -> list[Samples]:
+        return self._split(False)
+
+    def _split(self, accepted: bool) -> list[Samples]:
+        masks = (self.distances <= self.ϵ[:, None]) == accepted
+        return [Samples(self.parameters[m], self.summaries[m], d[m])
+                for m, d in zip(masks, self.distances)]
+
+    def marginal_plot(self, **kwargs):
+        """Corner plot of ``marginals``; keywords as ``imnn.lfi.plot_marginals``."""
+        return plot_marginals(self.marginals, **kwargs)
+
+    def scatter_plot(self, **kwargs):
+        """Pairwise scatter of accepted parameters; keywords as ``imnn.lfi.plot_scatter``."""
+        return plot_scatter([a.parameters for a in self.accepted], **kwargs)
+
+    def scatter_summaries(self, **kwargs):
+        """Pairwise scatter of accepted summaries, the target summaries marked."""
+        return plot_scatter([a.summaries for a in self.accepted],
+                            **{"known": np.asarray(self.target_summaries), **kwargs})
+
+
+def _check_positive_int(**values):
+    for name, value in values.items():
+        if not (isinstance(value, (int, np.integer)) and value > 0):
+            raise ValueError(f"`{name}` must be a positive int; got {value!r}")

@@ -1,0 +1,57 @@
+"""Test set-up: four simulated CPU devices, a headless matplotlib, and the
+mean/variance toy problem of the spec's analytic anchors."""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import imnn  # noqa: E402
+from imnn.utils import value_and_jacfwd  # noqa: E402
+
+INPUT_SHAPE = (10,)
+θ_FID = np.array([0.0, 1.0])
+δθ = np.array([0.1, 0.1])
+
+
+def simulator(key, θ):
+    """10 draws of N(θ[0], θ[1]): analytic F = diag(10, 5) at θ = (0, 1)."""
+    return θ[0] + jax.random.normal(key, INPUT_SHAPE) * jnp.sqrt(θ[1])
+
+
+def exact_data(key, n_s, n_d):
+    """(fiducial (n_s, 10), derivative (n_d, 10, 2)) with exact ∂d/∂θ."""
+    keys = jax.random.split(key, n_s)
+    d, dd = jax.vmap(value_and_jacfwd(simulator, argnums=1), in_axes=(0, None))(
+        keys, jnp.asarray(θ_FID))
+    return np.asarray(d, np.float64), np.asarray(dd[:n_d], np.float64)
+
+
+def numerical_data(key, n_s, n_d):
+    """(fiducial (n_s, 10), derivative (n_d, 2, 2, 10)) seed-matched at θ ∓ δθ/2."""
+    keys = jax.random.split(key, n_s)
+    θ = jnp.asarray(θ_FID)
+    shifts = jnp.einsum("i,jk->ijk", jnp.array([-1.0, 1.0]), jnp.diag(jnp.asarray(δθ)) / 2)
+    fiducial = jax.vmap(simulator, in_axes=(0, None))(keys, θ)
+    derivative = jax.vmap(lambda k: jax.vmap(jax.vmap(lambda s: simulator(k, θ + s)))(shifts))(
+        keys[:n_d])
+    return np.asarray(fiducial, np.float64), np.asarray(derivative, np.float64)
+
+
+def mlp(width=128, depth=2, activation=None, n_summaries=2):
+    activation = activation or imnn.nn.LeakyRelu()
+    layers = []
+    for _ in range(depth):
+        layers += [imnn.nn.Dense(width), activation]
+    return imnn.nn.serial(*layers, imnn.nn.Dense(n_summaries))
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
