@@ -127,7 +127,7 @@ class _IMNN:
         data = self._data(rng)
         if self._runner is None:
             self._runner = self.runtime.make_runner(self.problem)
-        carry = Carry(self.w, self.state, Stopping(
+        carry = Carry(self.final_w, self.state, Stopping(
             self.runtime.asarray(np.float64(self._max_logdetF)), self.best_w,
             self.runtime.asarray(np.int32(0)) if self.backend == "jax" else np.int64(0)))
         chunk = min(print_rate or 100, getattr(self.runtime, "chunk", 100) if

@@ -67,8 +67,9 @@ def network(model, input_shape: tuple, dtype) -> Network:
         return Network(init, apply, input_shape, shapes[-1])
     if isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model):
         user_init, user_apply = model
-        out_shape, _ = jax.eval_shape(lambda k: user_init(k, input_shape), jax.random.PRNGKey(0))
-        size = math.prod(out_shape)
+        shapes = jax.eval_shape(lambda k: user_init(k, input_shape)[1], jax.random.PRNGKey(0))
+        out = jax.eval_shape(user_apply, shapes, jax.ShapeDtypeStruct(input_shape, dtype))
+        size = math.prod(out.shape)
 
         def init(key):
             return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), user_init(key, input_shape)[1])

@@ -1,0 +1,149 @@
+"""Spec §4: the aggregated two-pass gradient equals the full-batch gradient and
+does not depend on the number of devices or on n_per_device."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import imnn
+from imnn.backends.jax import statistics
+
+from conftest import INPUT_SHAPE, exact_data, mlp, numerical_data, simulator, δθ, θ_FID
+
+N_S, N_D = 48, 24
+
+
+def data(kind):
+    if kind == "exact":
+        return exact_data(jax.random.PRNGKey(1), N_S, N_D)
+    if kind == "numerical":
+        return numerical_data(jax.random.PRNGKey(1), N_S, N_D)
+    return None
+
+
+def build(kind, devices=None, n_per_device=None, backend="jax"):
+    args = (N_S, N_D, 2, 2, INPUT_SHAPE, θ_FID, mlp(16, 2, imnn.nn.Tanh), optax.adam(1e-3),
+            jax.random.PRNGKey(0))
+    d = data(kind)
+    agg = () if devices is None else (jax.devices()[0], devices, n_per_device)
+    if kind == "exact":
+        cls = imnn.GradientIMNN if devices is None else imnn.AggregatedGradientIMNN
+        return cls(*args, *d, *agg, backend=backend)
+    if kind == "numerical":
+        if devices is None:
+            return imnn.NumericalGradientIMNN(*args, *d, δθ, backend=backend)
+        return imnn.AggregatedNumericalGradientIMNN(*args, *d, δθ, *agg, backend=backend)
+    cls = imnn.SimulatorIMNN if devices is None else imnn.AggregatedSimulatorIMNN
+    return cls(*args, simulator, *agg, backend=backend)
+
+
+def full_batch_gradient(model, kind):
+    """jax.grad of Λ over all simulations at once, written without the two passes."""
+    apply = model.network.apply
+    θ = jnp.asarray(θ_FID)
+
+    def loss(w):
+        if kind == "numerical":
+            fid, der = (jnp.asarray(a) for a in data(kind))
+            x = jax.vmap(lambda d: apply(w, d))(fid)
+            raw = jax.vmap(jax.vmap(jax.vmap(lambda d: apply(w, d))))(der)  # (n_d, 2, p, s)
+            dx = jnp.swapaxes((raw[:, 1] - raw[:, 0]) / jnp.asarray(δθ)[:, None], 1, 2)
+        else:
+            if kind == "exact":
+                fid, der = (jnp.asarray(a) for a in data(kind))
+                f = lambda d, t: jax.jvp(lambda d: apply(w, d), (d,), (t,))
+                x = jax.vmap(lambda d: apply(w, d))(fid)
+                dx = jax.vmap(lambda d, t: jax.vmap(lambda tt: f(d, tt)[1], in_axes=-1,
+                                                     out_axes=-1)(t))(fid[:N_D], der)
+            else:
+                keys = imnn.sources.simulation_keys(jnp.asarray(jax.random.PRNGKey(5)), 0, N_S)
+                g = lambda k, t: apply(w, simulator(k, t))
+                x = jax.vmap(lambda k: g(k, θ))(keys)
+                dx = jax.vmap(lambda k: jax.jacfwd(lambda t: g(k, t))(θ))(keys[:N_D])
+        return statistics.loss(x, dx, 10.0, imnn.get_α(10.0, 0.1)).Λ
+
+    return jax.grad(loss)(model.w)
+
+
+def flat(tree):
+    return np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in jax.tree.leaves(tree)])
+
+
+LAYOUTS = [(1, 4), (1, 12), (2, 2), (2, 6), (4, 3), (4, 6)]
+
+
+@pytest.mark.parametrize("kind", ["exact", "numerical", "simulator"])
+def test_aggregated_gradient_equals_full_batch_gradient(kind, x64):
+    reference = flat(full_batch_gradient(build(kind), kind))
+    in_memory = flat(build(kind).loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
+    assert np.linalg.norm(in_memory - reference) <= 1e-10 * np.linalg.norm(reference)
+    for n_devices, n_per_device in LAYOUTS:
+        if kind == "numerical" and (2 * 2 * N_D) % (n_devices * n_per_device):
+            continue
+        model = build(kind, jax.devices()[:n_devices], n_per_device)
+        parts, grads = model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))
+        error = np.linalg.norm(flat(grads) - reference) / np.linalg.norm(reference)
+        assert error <= 1e-10, (n_devices, n_per_device, error)
+
+
+@pytest.mark.parametrize("kind", ["exact", "simulator"])
+def test_many_devices_with_n_s_greater_than_n_d_pair_each_simulation_with_its_cotangent(kind, x64):
+    # The earlier library mis-paired cotangents when n_devices > 1 and n_s > n_d.
+    model = build(kind, jax.devices()[:4], 3)
+    reference = flat(full_batch_gradient(build(kind), kind))
+    error = np.linalg.norm(flat(model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
+                           - reference)
+    assert error <= 1e-10 * np.linalg.norm(reference)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("kind", ["exact", "numerical", "simulator"])
+def test_reference_backends_aggregate_too(kind, backend, x64):
+    jax_grad = flat(build(kind, jax.devices()[:2], 6).loss_and_gradient(
+        10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
+    ref = build(kind, jax.devices()[:2], 6, backend=backend)
+    ref_grad = flat(ref.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
+    assert np.linalg.norm(ref_grad - jax_grad) <= 1e-8 * np.linalg.norm(jax_grad)
+
+
+def test_aggregated_fit_matches_in_memory_fit(x64):
+    kw = dict(rng=jax.random.PRNGKey(2), min_iterations=100, max_iterations=15)
+    a = build("simulator").fit(10.0, 0.1, **kw)
+    b = build("simulator", jax.devices()[:4], 3).fit(10.0, 0.1, **kw)
+    np.testing.assert_allclose(b.history["detF"], a.history["detF"], rtol=1e-10)
+    # Whole-vector comparison: the last bias has a zero gradient up to rounding,
+    # which Adam turns into steps of rounding size.
+    assert np.linalg.norm(flat(b.final_w) - flat(a.final_w)) <= 1e-9 * np.linalg.norm(flat(a.final_w))
+
+
+@pytest.mark.parametrize("n_devices, n_per_device, quantity", [
+    (2, 5, "n_d"), (4, 4, "n_d"), (1, 7, "n_d")])
+def test_uneven_splits_name_the_quantity(n_devices, n_per_device, quantity):
+    with pytest.raises(ValueError, match=rf"{quantity} = \d+ .*{n_devices} device.*"
+                                         rf"n_per_device = {n_per_device}"):
+        build("exact", jax.devices()[:n_devices], n_per_device)
+
+
+def test_uneven_remaining_and_numerical_splits():
+    with pytest.raises(ValueError, match=r"n_s - n_d = 24"):
+        args = (40, 16, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0))
+        imnn.AggregatedSimulatorIMNN(*args, simulator, jax.devices()[0], jax.devices()[:1], 16)
+    fid, der = numerical_data(jax.random.PRNGKey(1), 30, 5)
+    with pytest.raises(ValueError, match=r"2·p·n_d"):
+        imnn.AggregatedNumericalGradientIMNN(
+            30, 5, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0),
+            fid, der, δθ, jax.devices()[0], jax.devices()[:1], 15)
+
+
+def test_bad_devices_and_host_are_rejected():
+    args = (N_S, N_D, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0),
+            simulator)
+    with pytest.raises(ValueError, match="devices must be a non-empty list"):
+        imnn.AggregatedSimulatorIMNN(*args, jax.devices()[0], [], 4)
+    with pytest.raises(TypeError, match="devices must hold JAX devices"):
+        imnn.AggregatedSimulatorIMNN(*args, jax.devices()[0], ["gpu0"], 4)
+    with pytest.raises(TypeError, match="host must be a JAX device"):
+        imnn.AggregatedSimulatorIMNN(*args, "cpu", jax.devices()[:1], 4)
+    with pytest.raises(ValueError, match="n_per_device"):
+        imnn.AggregatedSimulatorIMNN(*args, jax.devices()[0], jax.devices()[:1], 0)

@@ -1,0 +1,168 @@
+"""Spec §3 on the JAX backend: the compiled loop, early stopping, history,
+continuation, interruption, estimates and plots."""
+import jax
+import numpy as np
+import optax
+import pytest
+
+import imnn
+from imnn.fitting import Stopping, keep_going, update_stopping
+
+from conftest import INPUT_SHAPE, exact_data, mlp, simulator, θ_FID
+
+
+def gradient_imnn(n=100, validation=True, optimiser=None, backend="jax", width=16):
+    fid, der = exact_data(jax.random.PRNGKey(1), n, n)
+    val = exact_data(jax.random.PRNGKey(2), n, n) if validation else (None, None)
+    return imnn.GradientIMNN(n, n, 2, 2, INPUT_SHAPE, θ_FID, mlp(width),
+                             optimiser or optax.adam(1e-3), jax.random.PRNGKey(0), fid, der,
+                             *val, backend=backend)
+
+
+def test_stopping_rule_on_a_sequence():
+    # Criterion sequence with improvements at i = 0, 2, 5; min_iterations = 3.
+    crit = [1.0, 0.5, 2.0, 1.0, 1.5, 3.0, 0.0, 0.0, 0.0]
+    state = Stopping(-np.inf, "w-init", 0)
+    counters, bests = [], []
+    for i, c in enumerate(crit):
+        state = update_stopping(state, c, f"w{i}", i, 3, np.where)
+        counters.append(int(state.patience_counter))
+        bests.append(str(state.best_w))
+    # Counting starts only once i exceeds min_iterations (i = 4); reset on improvement.
+    assert counters == [0, 0, 0, 0, 1, 0, 1, 2, 3]
+    assert bests[-1] == "w5" and float(state.max_logdetF) == 3.0
+    assert bool(keep_going(state, 9, 4, 100)) and not bool(keep_going(state, 9, 3, 100))
+    assert not bool(keep_going(Stopping(0, None, 0), 100, 10, 100))
+
+
+def test_patience_counts_after_min_iterations():
+    # Zero learning rate: det F never changes, so only iteration 0 improves.
+    model = gradient_imnn(validation=False, optimiser=optax.sgd(0.0))
+    model.fit(10.0, 0.1, patience=7, min_iterations=5, max_iterations=1000)
+    assert len(model.history["detF"]) == 5 + 7 + 1
+    assert len(model.history["val_detF"]) == 0
+
+
+def test_best_weights_are_those_that_achieved_max_detF_without_validation():
+    model = gradient_imnn(validation=False, optimiser=optax.adam(1e-2))
+    model.fit(10.0, 0.1, patience=5, min_iterations=0, max_iterations=60)
+    h = model.history["detF"]
+    assert model.history["max_detF"] == pytest.approx(np.max(h), rel=1e-6)
+    # best_w reproduces the best det F on the training data: it is w_i, not w_{i+1}.
+    model.set_F_statistics(model.best_w)
+    assert np.linalg.det(model.F) == pytest.approx(np.max(h), rel=1e-4)
+    assert model.w is model.best_w
+
+
+def test_best_weights_with_validation_are_the_updated_weights():
+    model = gradient_imnn(validation=True, optimiser=optax.adam(1e-2))
+    model.fit(10.0, 0.1, patience=5, min_iterations=0, max_iterations=60, best=False)
+    h = model.history["val_detF"]
+    assert len(h) == len(model.history["detF"])
+    model.set_F_statistics(model.best_w)  # validation data
+    assert np.linalg.det(model.F) == pytest.approx(np.max(h), rel=1e-4)
+    assert model.w is model.final_w
+
+
+def test_second_fit_continues_the_optimiser():
+    once = gradient_imnn(validation=False)
+    once.fit(10.0, 0.1, min_iterations=100, max_iterations=20)
+    twice = gradient_imnn(validation=False)
+    twice.fit(10.0, 0.1, min_iterations=100, max_iterations=12)
+    twice.fit(10.0, 0.1, min_iterations=100, max_iterations=8)
+    assert len(twice.history["detF"]) == 20
+    np.testing.assert_allclose(twice.history["detF"], once.history["detF"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(once.final_w), jax.tree.leaves(twice.final_w)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert int(twice.state[0].count) == 20  # Adam's step count carried on
+
+
+def test_fit_step_is_traced_once():
+    model = gradient_imnn()
+    model.fit(10.0, 0.1, min_iterations=0, max_iterations=30, print_rate=7)
+    model.fit(5.0, 0.2, patience=3, min_iterations=2, max_iterations=50)
+    model.fit(10.0, 0.1, max_iterations=10, print_rate=None)
+    assert model._runner._cache_size() == 1
+
+
+def test_progress_bar_switches_on_and_off(capsys):
+    model = gradient_imnn()
+    model.fit(10.0, 0.1, max_iterations=20, print_rate=5)
+    assert "GradientIMNN fit" in capsys.readouterr().err
+    model.fit(10.0, 0.1, max_iterations=20)
+    assert "GradientIMNN fit" not in capsys.readouterr().err
+
+
+def test_legacy_optimiser_triple_is_accepted():
+    from jax.example_libraries import optimizers
+    model = gradient_imnn(optimiser=optimizers.adam(1e-3))
+    adam = gradient_imnn(optimiser=optax.adam(1e-3))
+    model.fit(10.0, 0.1, min_iterations=100, max_iterations=10)
+    adam.fit(10.0, 0.1, min_iterations=100, max_iterations=10)
+    np.testing.assert_allclose(model.history["detF"], adam.history["detF"], rtol=1e-4)
+
+
+def test_stax_model_is_accepted():
+    from jax.example_libraries import stax
+    fid, der = exact_data(jax.random.PRNGKey(1), 50, 50)
+    model = imnn.GradientIMNN(50, 50, 2, 2, INPUT_SHAPE, θ_FID,
+                              stax.serial(stax.Dense(8), stax.Tanh, stax.Dense(2)),
+                              optax.adam(1e-3), jax.random.PRNGKey(0), fid, der)
+    model.fit(10.0, 0.1, max_iterations=5)
+    assert len(model.history["detF"]) == 5 and np.all(np.isfinite(model.history["detF"]))
+
+
+def test_estimates_single_and_batch():
+    model = gradient_imnn()
+    model.fit(10.0, 0.1, max_iterations=5)
+    d = exact_data(jax.random.PRNGKey(9), 6, 1)[0]
+    batch = model.get_estimate(d)
+    assert batch.shape == (6, 2)
+    np.testing.assert_allclose(model.get_estimate(d[2]), batch[2], rtol=1e-5)
+    x = model.summarise(d)
+    expected = θ_FID + model.invF @ model.dμ_dθ.T @ model.invC @ (x[3] - model.μ)
+    np.testing.assert_allclose(batch[3], expected, rtol=1e-5)
+
+
+def test_image_input_batch_decision_uses_input_rank():
+    # A (4, 4) input: one simulation has ndim 2; a batch of 4 has ndim 3.
+    net = imnn.nn.serial(imnn.nn.Flatten, imnn.nn.Dense(2))
+    sim = lambda k, θ: θ[0] + jax.random.normal(k, (4, 4)) * jax.numpy.sqrt(θ[1])
+    model = imnn.SimulatorIMNN(20, 10, 2, 2, (4, 4), θ_FID, net, optax.adam(1e-3),
+                               jax.random.PRNGKey(0), sim)
+    model.fit(10.0, 0.1, rng=jax.random.PRNGKey(1), max_iterations=3)
+    assert model.get_estimate(np.zeros((4, 4))).shape == (2,)
+    assert model.get_estimate(np.zeros((4, 4, 4))).shape == (4, 2)
+
+
+def test_plot_returns_stacked_axes(tmp_path):
+    model = gradient_imnn()
+    model.fit(10.0, 0.1, max_iterations=10)
+    ax = model.plot(expected_detF=50, filename=tmp_path / "history.png")
+    assert len(ax) == 5 and (tmp_path / "history.png").stat().st_size > 0
+    assert len(ax[0].lines) == 3  # training, validation, expected
+    assert ax[1].get_yscale() == "log"
+    model.plot(ax=ax, colour="C1", label="again")
+    assert len(ax[0].lines) == 5  # two more: training and validation
+
+
+def test_nan_fisher_is_reported():
+    # Constant summaries: C is singular, det F is not finite: a clear warning.
+    net = imnn.nn.serial(imnn.nn.Dense(2), imnn.nn.Relu, imnn.nn.Dense(2))
+    fid, der = exact_data(jax.random.PRNGKey(1), 40, 40)
+    model = imnn.GradientIMNN(40, 40, 2, 2, INPUT_SHAPE, θ_FID, net, optax.sgd(0.0),
+                              jax.random.PRNGKey(0), fid * 0 - 5.0, der * 0)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        model.fit(10.0, 0.1, max_iterations=3)
+    assert model.history["max_detF"] == 0.0
+
+
+def test_simulator_fit_uses_fresh_simulations_and_needs_a_key():
+    model = imnn.SimulatorIMNN(100, 50, 2, 2, INPUT_SHAPE, θ_FID, mlp(16), optax.adam(1e-3),
+                               jax.random.PRNGKey(0), simulator)
+    with pytest.raises(ValueError, match="rng"):
+        model.fit(10.0, 0.1, max_iterations=3)
+    model.fit(10.0, 0.1, rng=jax.random.PRNGKey(1), max_iterations=3)
+    parts0, _ = model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(1), iteration=0)
+    parts1, _ = model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(1), iteration=1)
+    assert float(parts0.Λ) != float(parts1.Λ)
