@@ -75,6 +75,7 @@ class _IMNN:
         self._max_logdetF = -math.inf
         self.history = _empty_history()
         self._runner = None
+        self.fit_iteration = self.patience_counter = 0
         self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
 
     def _initial_weights(self, optimiser, key_or_state):
@@ -92,9 +93,9 @@ class _IMNN:
         raise TypeError("key_or_state must be a JAX PRNG key (jax.random.PRNGKey(seed)), "
                         f"got {type(key_or_state).__name__}")
 
-    def _attach(self, source, kind):
+    def _attach(self, source, kind, executor=None):
         self.source, self.kind = source, kind
-        self.executor = self.runtime.executor(self.network, kind)
+        self.executor = executor or self.runtime.executor(self.network, kind)
         self.validate = source.validate
         self.problem = Problem(
             self.executor, self.optimiser, source.sizes, source.training_streams,
@@ -112,50 +113,60 @@ class _IMNN:
         return get_α(λ, ε)
 
     def fit(self, λ, ε, rng=None, patience=100, min_iterations=100, max_iterations=100000,
-            print_rate=None, best=True):
-        """Fit the network (spec §3); a second call continues the optimiser and
-        appends to the history. Ctrl-C stops the fit, keeping every finished
-        iteration."""
+            print_rate=None, best=True, *, resume=False, callback=None):
+        """Fit the network (spec §3).
+
+        A second call continues the optimiser (its step count and moments) and
+        appends to the history. ``resume=True`` instead carries on the last,
+        interrupted call from its iteration and patience counter, so that an
+        interrupted and resumed fit equals an uninterrupted one.
+        ``callback(self)`` runs after every batch of iterations (checkpoints).
+        Ctrl-C stops the fit and keeps every finished iteration.
+        """
         α = get_α(λ, ε)
         patience = _positive_int("patience", patience)
         min_iterations = _non_negative_int("min_iterations", min_iterations)
         max_iterations = _positive_int("max_iterations", max_iterations)
         if print_rate is not None:
             print_rate = _positive_int("print_rate", print_rate)
-        if not isinstance(best, bool):
-            raise TypeError(f"best must be a bool, got {type(best).__name__}")
+        for name, flag in (("best", best), ("resume", resume)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         data = self._data(rng)
         if self._runner is None:
             self._runner = self.runtime.make_runner(self.problem)
+        if not resume:
+            self.fit_iteration = self.patience_counter = 0
+        counter = np.int32(self.patience_counter)
         carry = Carry(self.final_w, self.state, Stopping(
             self.runtime.asarray(np.float64(self._max_logdetF)), self.best_w,
-            self.runtime.asarray(np.int32(0)) if self.backend == "jax" else np.int64(0)))
-        chunk = min(print_rate or 100, getattr(self.runtime, "chunk", 100) if
-                    self.backend == "jax" else 100)
+            self.runtime.asarray(counter) if self.backend == "jax" else counter))
+        chunk = min(print_rate or 100, getattr(self.runtime, "chunk", 100))
         from tqdm.auto import tqdm
-        bar = tqdm(total=max_iterations, desc=f"{type(self).__name__} fit", unit="it",
-                   disable=print_rate is None, leave=True)
-        start = 0
+        bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,
+                   desc=f"{type(self).__name__} fit", disable=print_rate is None)
         try:
-            while start < max_iterations:
+            while self.fit_iteration < max_iterations:
+                start = self.fit_iteration
                 n_steps = min(chunk, max_iterations - start)
                 carry, records, n = self._runner(
                     carry, data, float(λ), float(α), min_iterations, patience,
                     max_iterations, start, n_steps)
                 n = int(n)
                 if n:
-                    self._append_history(records, n)
-                    self._commit(carry)
-                start += n
+                    self._commit(carry, records, n)
                 bar.update(n)
-                bar.set_postfix(self._progress(int(carry.stopping.patience_counter)),
-                                refresh=False)
+                bar.set_postfix(self._progress(), refresh=False)
+                if callback is not None:
+                    callback(self)
                 if n < n_steps:
                     break
         except KeyboardInterrupt:
-            warnings.warn(f"fit interrupted after {start} iterations; the weights, optimiser "
-                          "state and history of every finished iteration are kept",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(f"fit interrupted after {self.fit_iteration} iterations; the weights, "
+                          "optimiser state and history of every finished iteration are kept "
+                          "(fit(..., resume=True) carries on)", RuntimeWarning, stacklevel=2)
         finally:
             bar.close()
         self._report_nan()
@@ -165,11 +176,15 @@ class _IMNN:
         self.set_F_statistics(self.w, key)
         return self
 
-    def _commit(self, carry):
+    def _commit(self, carry, records, n):
+        """Take n finished iterations: history first, then the state."""
+        self._append_history(records, n)
         self.final_w, self.state = carry.w, carry.opt_state
         self.best_w = carry.stopping.best_w
         self._max_logdetF = float(carry.stopping.max_logdetF)
         self.history["max_detF"] = _exp(self._max_logdetF)
+        self.patience_counter = int(carry.stopping.patience_counter)
+        self.fit_iteration += n
 
     def _data(self, rng):
         if isinstance(self.source, SimulatorSource):
@@ -193,13 +208,13 @@ class _IMNN:
         if records.validation is not None:
             add("val_", records.validation)
 
-    def _progress(self, patience_counter):
+    def _progress(self):
         h = self.history
         shown = {"detF": h["detF"], "detC": h["detC"], "Λ2": h["Λ2"], "r": h["r"]}
         if self.validate:
             shown["val_detF"] = h["val_detF"]
         out = {k: f"{v[-1]:.3g}" for k, v in shown.items() if len(v)}
-        out["patience"] = patience_counter
+        out["patience"] = self.patience_counter
         return out
 
     def _report_nan(self):

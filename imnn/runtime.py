@@ -33,7 +33,7 @@ def make_backend(name: str, devices=None):
 class ReferenceRuntime:
     """Gives a reference backend what a fit needs beyond the contracts."""
 
-    chunk = 1
+    chunk = 100  # iterations between progress updates and callbacks
     dtype = np.float64
     where = staticmethod(np.where)
 

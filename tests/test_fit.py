@@ -166,3 +166,30 @@ def test_simulator_fit_uses_fresh_simulations_and_needs_a_key():
     parts0, _ = model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(1), iteration=0)
     parts1, _ = model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(1), iteration=1)
     assert float(parts0.Λ) != float(parts1.Λ)
+
+
+def test_interrupted_fit_keeps_its_iterations_and_resumes_exactly():
+    def simulator_imnn():
+        return imnn.SimulatorIMNN(100, 50, 2, 2, INPUT_SHAPE, θ_FID, mlp(16), optax.adam(3e-3),
+                                  jax.random.PRNGKey(0), simulator)
+
+    kw = dict(rng=jax.random.PRNGKey(1), patience=40, min_iterations=10, max_iterations=200,
+              print_rate=20)
+    whole = simulator_imnn().fit(10.0, 0.1, **kw)
+
+    def interrupt(model):
+        if model.fit_iteration >= 40:
+            raise KeyboardInterrupt
+
+    broken = simulator_imnn()
+    with pytest.warns(RuntimeWarning, match="interrupted after 40 iterations"):
+        broken.fit(10.0, 0.1, callback=interrupt, **kw)
+    assert len(broken.history["detF"]) == 40
+    np.testing.assert_array_equal(broken.history["detF"], whole.history["detF"][:40])
+    broken.fit(10.0, 0.1, resume=True, **kw)
+    np.testing.assert_array_equal(broken.history["detF"], whole.history["detF"])
+    assert broken.history["max_detF"] == whole.history["max_detF"]
+    for a, b in zip(jax.tree.leaves(whole.best_w), jax.tree.leaves(broken.best_w)):
+        np.testing.assert_array_equal(a, b)
+    # The resumed fit stopped on patience, as the whole one did, not at max_iterations.
+    assert 40 < len(whole.history["detF"]) < 200

@@ -58,10 +58,13 @@ def pmc_round(problem: Problem, key, particles, weights, ϵ, target, metric,
     centred = particles - mean
     chol = jnp.linalg.cholesky(2 * (centred.T * weights) @ centred)
     log_w = jnp.log(weights)
+    cumulative = jnp.cumsum(weights)
 
     def from_mixture(key):
         key_pick, key_move = jax.random.split(key)
-        j = jax.random.categorical(key_pick, log_w, shape=(batch_size,))
+        # inverse-CDF choice of components (categorical's Gumbel trick needs batch × N noise)
+        u = jax.random.uniform(key_pick, (batch_size,), maxval=cumulative[-1])
+        j = jnp.minimum(jnp.searchsorted(cumulative, u, side="right"), n_points - 1)
         return particles[j] + jax.random.normal(key_move, (batch_size, p)) @ chol.T
 
     def in_support(θ):
