@@ -1,0 +1,111 @@
+"""Every constructor and fit argument is checked once, with an error that names
+the argument, what was expected and what was given."""
+import jax
+import numpy as np
+import optax
+import pytest
+
+import imnn
+
+from conftest import INPUT_SHAPE, exact_data, mlp, numerical_data, simulator, δθ, θ_FID
+
+N = 20
+
+
+def gradient(**change):
+    fid, der = exact_data(jax.random.PRNGKey(1), N, 10)
+    args = dict(n_s=N, n_d=10, n_params=2, n_summaries=2, input_shape=INPUT_SHAPE, θ_fid=θ_FID,
+                model=mlp(4), optimiser=optax.adam(1e-3), key_or_state=jax.random.PRNGKey(0),
+                fiducial=fid, derivative=der)
+    args.update(change)
+    return imnn.GradientIMNN(**args)
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(n_d=30), ValueError, r"n_d = 30 must not exceed n_s = 20"),
+    (dict(n_s=0), ValueError, r"n_s must be a positive integer, got 0"),
+    (dict(n_s=20.0), TypeError, r"n_s must be an int, got float"),
+    (dict(n_params=True), TypeError, r"n_params must be an int"),
+    (dict(n_summaries=3), ValueError, r"output shape \(2,\) does not match n_summaries = 3"),
+    (dict(input_shape=10), TypeError, r"input_shape must be a tuple of positive ints"),
+    (dict(θ_fid=np.zeros(3)), ValueError, r"θ_fid must have shape \(2,\), got \(3,\)"),
+    (dict(θ_fid=np.array([0.0, np.nan])), ValueError, r"θ_fid contains 1 non-finite"),
+    (dict(model="mlp"), TypeError, r"model must be an imnn.nn model"),
+    (dict(optimiser="adam"), TypeError, r"optimiser must be an optax.GradientTransformation"),
+    (dict(key_or_state=42), TypeError, r"key_or_state must be a JAX PRNG key"),
+    (dict(fiducial=np.zeros((N, 11))), ValueError, r"fiducial must have shape \(20, 10\), got \(20, 11\)"),
+    (dict(derivative=np.zeros((10, 2, 10))), ValueError,
+     r"derivative must have shape \(10, 10, 2\), got \(10, 2, 10\)"),
+    (dict(validation_fiducial=np.zeros((N, 10))), ValueError, r"validation_derivative must be given"),
+    (dict(fiducial="data"), TypeError, r"fiducial must be an array"),
+    (dict(fiducial=np.full((N, 10), "a")), TypeError, r"fiducial must hold real numbers"),
+])
+def test_gradient_imnn_arguments(change, error, message):
+    with pytest.raises(error, match=message):
+        gradient(**change)
+
+
+def test_non_finite_data_is_rejected():
+    fid, der = exact_data(jax.random.PRNGKey(1), N, 10)
+    fid[3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"fiducial contains 1 non-finite value"):
+        gradient(fiducial=fid)
+
+
+def test_numerical_derivative_layout_is_checked():
+    fid, der = numerical_data(jax.random.PRNGKey(1), N, 10)
+    base = (N, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"derivative must have shape \(10, 2, 2, 10\), got \(10, 2, 10, 2\)"):
+        imnn.NumericalGradientIMNN(*base, fid, np.moveaxis(der, 2, 3), δθ)
+    with pytest.raises(TypeError, match=r"δθ must be an array of shape \(2,\), got float"):
+        imnn.NumericalGradientIMNN(*base, fid, der, 0.1)
+    with pytest.raises(ValueError, match=r"δθ must have shape \(2,\), got \(3,\)"):
+        imnn.NumericalGradientIMNN(*base, fid, der, np.ones(3))
+    with pytest.raises(ValueError, match=r"δθ must be non-zero"):
+        imnn.NumericalGradientIMNN(*base, fid, der, np.array([0.1, 0.0]))
+
+
+def test_simulator_is_checked():
+    base = (N, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match="simulator must be a function"):
+        imnn.SimulatorIMNN(*base, "simulator")
+    with pytest.raises(ValueError, match=r"simulations of shape \(5,\), but input_shape is \(10,\)"):
+        imnn.SimulatorIMNN(*base, lambda k, θ: jax.random.normal(k, (5,)))
+
+
+def test_backend_name_is_checked():
+    with pytest.raises(ValueError, match=r"backend must be one of \('jax', 'numpy', 'numba'\), got 'torch'"):
+        imnn.SimulatorIMNN(N, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3),
+                           jax.random.PRNGKey(0), simulator, backend="torch")
+
+
+def test_reference_backend_refuses_user_models():
+    from jax.example_libraries import stax
+    with pytest.raises(TypeError, match="backend='jax'"):
+        gradient(model=stax.serial(stax.Dense(2)), backend="numpy")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(λ=0.5, ε=0.01), ValueError, r"λ=0.5 and ε=0.01"),
+    (dict(λ=10.0, ε=-0.1), ValueError, r"ε must be a positive finite number"),
+    (dict(patience=0), ValueError, r"patience must be a positive integer"),
+    (dict(min_iterations=-1), ValueError, r"min_iterations must be a non-negative integer"),
+    (dict(max_iterations=2.5), TypeError, r"max_iterations must be an int"),
+    (dict(print_rate=0), ValueError, r"print_rate must be a positive integer"),
+    (dict(best="yes"), TypeError, r"best must be a bool"),
+])
+def test_fit_arguments(kwargs, error, message):
+    model = gradient()
+    arguments = dict(λ=10.0, ε=0.1)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        model.fit(**arguments)
+
+
+def test_estimate_needs_statistics_and_right_shapes():
+    model = gradient()
+    with pytest.raises(RuntimeError, match="call fit or set_F_statistics first"):
+        model.get_estimate(np.zeros(10))
+    model.set_F_statistics()
+    with pytest.raises(ValueError, match=r"d must have shape \(10,\) or \(n,\)\+\(10,\)"):
+        model.get_estimate(np.zeros((3, 9)))
