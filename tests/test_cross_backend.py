@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import imnn
+import imnn.runtime
 from imnn.simulators import GaussianRandomField
 from imnn.utils import value_and_jacfwd
 
@@ -67,11 +68,11 @@ def test_backends_agree(kind, problem, x64):
         parts, grads = model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))
         s = model.get_summaries(key=np.asarray(jax.random.PRNGKey(6)))
         stats = model.runtime.fisher_statistics(s.x, s.dx_dθ)
-        results[backend] = (parts, flat(grads), stats)
-    reference_parts, reference_grad, reference_stats = results["numpy"]
+        results[backend] = (parts, flat(grads), stats, model)
+    reference_parts, reference_grad, reference_stats, reference = results["numpy"]
     assert np.all(np.isfinite(reference_grad)) and np.linalg.norm(reference_grad) > 0
     for backend in ("jax", "numba"):
-        parts, grad, stats = results[backend]
+        parts, grad, stats, model = results[backend]
         for name, value in parts._asdict().items():
             np.testing.assert_allclose(value, getattr(reference_parts, name), rtol=1e-8,
                                        err_msg=f"{backend} {name}")
@@ -107,3 +108,19 @@ def test_numba_fit_improves_fisher_tenfold():
     start, best = model.history["val_detF"][0], model.history["max_detF"]
     assert best >= 10 * start, (start, best)
     assert np.linalg.det(model.F) == pytest.approx(best, rel=1e-8)
+
+
+def test_cotangents_agree(x64):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 3))
+    dx = rng.normal(size=(15, 3, 2))
+    cotangents = {}
+    for backend in BACKENDS:
+        runtime = imnn.runtime.make_backend(backend)
+        parts, ct = runtime.loss_and_cotangents(runtime.asarray(x), runtime.asarray(dx), 10.0,
+                                                imnn.get_α(10.0, 0.1))
+        cotangents[backend] = (flat(ct), float(parts.Λ))
+    for backend in ("jax", "numba"):
+        np.testing.assert_allclose(cotangents[backend][0], cotangents["numpy"][0], rtol=1e-8,
+                                   atol=1e-14)
+        assert cotangents[backend][1] == pytest.approx(cotangents["numpy"][1], rel=1e-10)
