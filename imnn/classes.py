@@ -66,6 +66,7 @@ class _IMNN:
         self.runtime = make_backend(backend, devices)
         self.backend = self.runtime.name
         self.network = self.runtime.network(model, self.input_shape)
+        self.model = model  # kept so that imnn.save can describe it
         if self.network.output_shape != (self.n_summaries,):
             raise ValueError(f"the model's output shape {self.network.output_shape} does not "
                              f"match n_summaries = {self.n_summaries}")
@@ -81,7 +82,8 @@ class _IMNN:
     def _initial_weights(self, optimiser, key_or_state):
         if _is_key(key_or_state):
             w = self.runtime.replicate(self.network.init(key_or_state))
-            return w, self.optimiser.init(w)
+            # Replicated like w, so that later fits see the same input shardings (no retrace).
+            return w, self.runtime.replicate(self.optimiser.init(w))
         if isinstance(optimiser, tuple) and not hasattr(optimiser, "init"):
             # A legacy optimiser state from an earlier fit: its weights continue.
             try:
@@ -277,6 +279,40 @@ class _IMNN:
             raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
         x = self.summarise(d)
         return self.θ_fid + (x - self.μ) @ self.invC @ self.dμ_dθ @ self.invF
+
+    def compressor(self):
+        """A JAX-traceable ``d (n,)+input_shape -> θ̂ (n, p)`` with the current
+        weights and Fisher statistics baked in: what imnn.lfi takes."""
+        if self.F is None:
+            raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
+        if self.backend != "jax":
+            raise ValueError("compressor() builds a JAX function and needs backend='jax'; "
+                             "use get_estimate on a reference backend")
+        import jax.numpy as jnp
+        apply, w = self.network.apply, self.w
+        θ_fid, μ = jnp.asarray(self.θ_fid), jnp.asarray(self.μ)
+        projection = jnp.asarray(self.invC @ self.dμ_dθ @ self.invF)
+
+        def compress(d):
+            x = jax.vmap(lambda one: apply(w, one))(jnp.asarray(d, projection.dtype))
+            return θ_fid + (x - μ) @ projection
+        return compress
+
+    def initialise_from(self, other):
+        """Start from another IMNN's weights (same model), with a fresh optimiser
+        state and history: the refit step of the method's recommended loop."""
+        if not isinstance(other, _IMNN):
+            raise TypeError(f"other must be an IMNN, got {type(other).__name__}")
+        shapes = [np.shape(a) for a in tree_util.tree_leaves(other.w)]
+        if shapes != [np.shape(a) for a in tree_util.tree_leaves(self.w)]:
+            raise ValueError("other's network weights do not match this IMNN's model")
+        w = self.runtime.replicate(tree_util.tree_map(np.asarray, other.w))
+        self.w = self.best_w = self.final_w = w
+        self.state = self.runtime.replicate(self.optimiser.init(w))
+        self._max_logdetF = -math.inf
+        self.history = _empty_history()
+        self.fit_iteration = self.patience_counter = 0
+        return self
 
     def plot(self, ax=None, expected_detF=None, colour="C0", figsize=(5, 15), label="",
              filename=None, ncol=1):

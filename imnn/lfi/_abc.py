@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from imnn.lfi._marginals import histogram_marginals, make_grid
 from imnn.lfi._plot import plot_marginals, plot_scatter
-from imnn.lfi._problem import draw_from_prior, make_problem
+from imnn.lfi._problem import check_positive_ints, draw_from_prior, make_problem
 
 Array = Any
 
@@ -90,7 +90,7 @@ class ApproximateBayesianComputation:
         smoothing : None or float — Gaussian smoothing of the marginals, in grid cells.
         replace : bool — discard the simulations of earlier calls. Otherwise they are kept
             and judged against the new ϵ (all are prior draws, so this is still valid).
-        Returns ``accepted``: one ``Samples`` per target.
+        Returns self (see ``accepted``, ``marginals``).
         """
         n_targets = self.target_summaries.shape[0]
         ϵ = np.asarray(ϵ, float)
@@ -98,9 +98,9 @@ class ApproximateBayesianComputation:
             raise ValueError(f"`ϵ` must be positive: a float or {n_targets} (one per target); "
                              f"got {ϵ}")
         ϵ = np.broadcast_to(ϵ, (n_targets,))
-        _check_positive_int(n_samples=n_samples, max_iterations=max_iterations)
+        check_positive_ints(n_samples=n_samples, max_iterations=max_iterations)
         if min_accepted is not None:
-            _check_positive_int(min_accepted=min_accepted)
+            check_positive_ints(min_accepted=min_accepted)
         if replace:
             self._clear()
         self.ϵ = ϵ
@@ -117,14 +117,14 @@ class ApproximateBayesianComputation:
                 bar.set_postfix(accepted=self.n_accepted.tolist())
                 if min_accepted is None:
                     break
-            else:
-                if min_accepted is not None and np.any(self.n_accepted < min_accepted):
+            else:  # only reached with min_accepted set: one batch otherwise breaks
+                if np.any(self.n_accepted < min_accepted):
                     warnings.warn(f"ABC: {self.n_accepted.tolist()} samples accepted after "
                                   f"{max_iterations} batches, fewer than min_accepted="
                                   f"{min_accepted}; raise max_iterations or ϵ", stacklevel=2)
         self.marginals = histogram_marginals(
             [accepted.parameters for accepted in self.accepted], self.grid, smoothing=smoothing)
-        return self.accepted
+        return self
 
     @property
     def n_simulations(self) -> int:
@@ -160,9 +160,3 @@ class ApproximateBayesianComputation:
         """Pairwise scatter of accepted summaries, the target summaries marked."""
         return plot_scatter([a.summaries for a in self.accepted],
                             **{"known": np.asarray(self.target_summaries), **kwargs})
-
-
-def _check_positive_int(**values):
-    for name, value in values.items():
-        if not (isinstance(value, (int, np.integer)) and value > 0):
-            raise ValueError(f"`{name}` must be a positive int; got {value!r}")

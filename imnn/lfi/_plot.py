@@ -18,6 +18,8 @@ def plot_marginals(marginals: Marginals, known=None, labels=None, target_labels=
     from an earlier call, to overplot. Returns (figure, axes); axes is a (p, p) object
     array with None above the diagonal.
     """
+    if marginals is None:
+        raise ValueError("no marginals to plot yet: run the ABC or PMC first")
     p = len(marginals.grid)
     figure, axes = _corner_axes(p, axes, figsize, labels)
     colours = _colours(colours, marginals.one_d[0].shape[0])

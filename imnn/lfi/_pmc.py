@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from imnn.lfi._abc import _check_positive_int
 from imnn.lfi._marginals import histogram_marginals, make_grid
 from imnn.lfi._plot import plot_marginals, plot_scatter
-from imnn.lfi._problem import Problem, draw_from_prior, make_problem, simulate
+from imnn.lfi._problem import (Problem, check_positive_ints, draw_from_prior, make_problem,
+                               simulate)
 
 Array = Any
 
@@ -87,7 +87,7 @@ def pmc_round(problem: Problem, key, particles, weights, ϵ, target, metric,
         key, key_propose, key_simulate = jax.random.split(key, 3)
         θ = propose(key_propose)
         summaries = simulate(problem, key_simulate, θ)
-        distances = problem.distance_measure(summaries, target, metric)
+        distances = problem.distance(summaries, target, metric)
         accept = distances <= ϵ
         # accepted draws fill the next free slots; the rest (and any overflow) are dropped
         slot = jnp.where(accept, population.filled + jnp.cumsum(accept) - 1, n_points)
@@ -145,13 +145,14 @@ class PopulationMonteCarlo:
         self.grid = make_grid(self.problem.prior.low, self.problem.prior.high, gridsize)
         self._draw = jax.jit(partial(draw_from_prior, self.problem), static_argnums=1)
         self._round = jax.jit(partial(pmc_round, self.problem), static_argnames="batch_size")
-        self.marginals = None
+        self.parameters = self.summaries = self.distances = self.weights = None
+        self.ϵ = self.n_simulations = self.history = self.marginals = None
 
     @property
     def target_summaries(self):
         return self.problem.target_summaries
 
-    def __call__(self, rng, n_points, n_initial_points, percentile=75., criterion=0.1,
+    def __call__(self, rng, n_points, n_initial_points, percentile=50., criterion=0.1,
                  max_iterations=10, batch_size=None, smoothing=None):
         """Run ABC-PMC for every target, from a fresh initial population.
 
@@ -161,7 +162,7 @@ class PopulationMonteCarlo:
             n_points nearest to each target, equally weighted (drawn batch_size at a time,
             rounded up to whole batches).
         percentile : float in (0, 100) — each round's ϵ is this percentile of the current
-            population's distances.
+            population's distances (the median by default, as in pyABC).
         criterion : float in (0, 1] — stop once a round's acceptance rate (accepted /
             simulated) falls below it. A round that cannot reach it (N acceptances within
             N / criterion simulations) is abandoned, keeping the previous population.
@@ -171,7 +172,7 @@ class PopulationMonteCarlo:
         Returns self.
         """
         batch_size = n_points if batch_size is None else batch_size
-        _check_positive_int(n_points=n_points, n_initial_points=n_initial_points,
+        check_positive_ints(n_points=n_points, n_initial_points=n_initial_points,
                             max_iterations=max_iterations, batch_size=batch_size)
         if n_points < 2 or n_initial_points < n_points:
             raise ValueError(f"need 2 <= `n_points` <= `n_initial_points`; got n_points="

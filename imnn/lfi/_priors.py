@@ -95,7 +95,7 @@ def as_prior(prior) -> Prior:
     if _is_tfp_distribution(prior):
         prior = _TFPPrior(prior, jnp.asarray(low), jnp.asarray(high))
     p = low.shape[0]
-    θ = jax.eval_shape(lambda key: prior.sample(key, 3), jax.random.key(0))
+    θ = jax.eval_shape(lambda key: prior.sample(key, 3), jax.random.PRNGKey(0))
     log_prob = jax.eval_shape(prior.log_prob, jax.ShapeDtypeStruct((3, p), jnp.float32))
     if θ.shape != (3, p) or log_prob.shape != (3,):
         raise TypeError(f"`prior`: sample(key, 3) must have shape (3, {p}) and log_prob of that "

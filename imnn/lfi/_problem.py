@@ -20,14 +20,14 @@ class Problem(NamedTuple):
     compressor:       compressor(d (n,) + input_shape) -> summaries (n, s).
     target_summaries: (n_targets, s) compressed target data.
     metrics:          (n_targets, s, s) the metric of the default distance (F, or identity).
-    distance_measure: distance_measure(summaries (n, s), target (s,), metric (s, s)) -> (n,).
+    distance:         distance(summaries (n, s), target (s,), metric (s, s)) -> (n,).
     """
     prior: Prior
     simulator: Callable
     compressor: Callable
     target_summaries: Array
     metrics: Array
-    distance_measure: Callable
+    distance: Callable
 
 
 def fisher_distance(summaries, target, metric):
@@ -67,11 +67,11 @@ def make_problem(target_data, prior, simulator, compressor, F=None,
                          "distance can close over F itself")
     metrics = np.broadcast_to(np.eye(s), (n_targets, s, s)) if F is None else _check_F(F, n_targets, s)
     if distance_measure is None:
-        measure = fisher_distance
+        distance = fisher_distance
     else:
-        def measure(summaries, target, metric):
+        def distance(summaries, target, metric):
             return distance_measure(summaries, target)
-    return Problem(prior, simulator, compressor, target_summaries, jnp.asarray(metrics), measure)
+    return Problem(prior, simulator, compressor, target_summaries, jnp.asarray(metrics), distance)
 
 
 def _check_F(F, n_targets, s):
@@ -94,8 +94,14 @@ def simulate(problem: Problem, key, θ):
 
 def distances(problem: Problem, summaries):
     """summaries (n, s) -> (n_targets, n) distances to every target."""
-    return jax.vmap(problem.distance_measure, (None, 0, 0))(
+    return jax.vmap(problem.distance, (None, 0, 0))(
         summaries, problem.target_summaries, problem.metrics)
+
+
+def check_positive_ints(**values):
+    for name, value in values.items():
+        if not (isinstance(value, (int, np.integer)) and value > 0):
+            raise ValueError(f"`{name}` must be a positive int; got {value!r}")
 
 
 def draw_from_prior(problem: Problem, key, n: int):
