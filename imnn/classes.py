@@ -23,19 +23,12 @@ from .runtime import make_backend
 from .sources import ArraySource, Layout, SimulatorSource, as_raw_key, check_array
 
 
-def _positive_int(name, value):
+def _positive_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
-
-
-def _non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    if value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer, got {value}")
     return int(value)
 
 
@@ -127,7 +120,7 @@ class _IMNN:
         """
         α = get_α(λ, ε)
         patience = _positive_int("patience", patience)
-        min_iterations = _non_negative_int("min_iterations", min_iterations)
+        min_iterations = _positive_int("min_iterations", min_iterations, minimum=0)
         max_iterations = _positive_int("max_iterations", max_iterations)
         if print_rate is not None:
             print_rate = _positive_int("print_rate", print_rate)
