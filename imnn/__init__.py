@@ -9,7 +9,10 @@ from . import nn
 from .classes import (AggregatedGradientIMNN, AggregatedNumericalGradientIMNN,
                       AggregatedSimulatorIMNN, GradientIMNN, NumericalGradientIMNN,
                       SimulatorIMNN)
+from .datasets import DatasetGradientIMNN, DatasetNumericalGradientIMNN
+from .factory import IMNN
 from .fitting import get_α
+from .persistence import load, save
 from .utils import value_and_jacfwd, value_and_jacrev
 
 __version__ = "1.0.0"
@@ -28,5 +31,6 @@ def __getattr__(name):
 
 __all__ = ["nn", "SimulatorIMNN", "AggregatedSimulatorIMNN", "GradientIMNN",
            "AggregatedGradientIMNN", "NumericalGradientIMNN",
-           "AggregatedNumericalGradientIMNN", "get_α", "value_and_jacfwd",
-           "value_and_jacrev", "TFRecords"]
+           "AggregatedNumericalGradientIMNN", "DatasetGradientIMNN",
+           "DatasetNumericalGradientIMNN", "IMNN", "get_α", "value_and_jacfwd",
+           "value_and_jacrev", "TFRecords", "save", "load"]

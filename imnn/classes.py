@@ -135,9 +135,10 @@ class _IMNN:
         if not resume:
             self.fit_iteration = self.patience_counter = 0
         counter = np.int32(self.patience_counter)
+        # Replicated like the weights, as every step hands them back (no retrace).
         carry = Carry(self.final_w, self.state, Stopping(
-            self.runtime.asarray(np.float64(self._max_logdetF)), self.best_w,
-            self.runtime.asarray(counter) if self.backend == "jax" else counter))
+            self.runtime.replicate(np.float64(self._max_logdetF)), self.best_w,
+            self.runtime.replicate(counter) if self.backend == "jax" else counter))
         chunk = min(print_rate or 100, getattr(self.runtime, "chunk", 100))
         from tqdm.auto import tqdm
         bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -187,14 +188,27 @@ class LoopExecutor:
         return self.summaries(w, inputs, with_derivative), pullback
 
 
+def fit_step_and_keep_going(problem: Problem, carry: Carry, i, data, λ, α, min_iterations,
+                            patience, max_iterations):
+    """``fit_step``, and whether iteration i + 1 should run: decided with the step,
+    so that a compiled step hands back a single flag."""
+    carry, record = fit_step(problem, carry, i, data, λ, α, min_iterations)
+    return carry, record, keep_going(carry.stopping, i + 1, patience, max_iterations)
+
+
 def run_loop(problem: Problem, carry: Carry, data, λ, α, min_iterations, patience,
-             max_iterations, start, n_steps):
+             max_iterations, start, n_steps, step=None):
     """Run iterations start, start+1, … (at most n_steps) while keep_going.
 
+    ``step``: ``fit_step_and_keep_going`` with ``problem`` bound (the default),
+    or a compiled version of it (the JAX backend).
     Returns (carry, list of Records, number of iterations run)."""
+    step = step or partial(fit_step_and_keep_going, problem)
     records, i = [], start
-    while i < start + n_steps and bool(keep_going(carry.stopping, i, patience, max_iterations)):
-        carry, record = fit_step(problem, carry, i, data, λ, α, min_iterations)
+    going = bool(keep_going(carry.stopping, i, patience, max_iterations))
+    while going and i < start + n_steps:
+        carry, record, going = step(carry, i, data, λ, α, min_iterations, patience,
+                                    max_iterations)
         records.append(record)
-        i += 1
+        i, going = i + 1, bool(going)
     return carry, records, i - start

@@ -52,9 +52,18 @@ class JaxBackend:
         return JaxExecutor(self, network, kind, self.mesh)
 
     def place(self, tree):
-        """Put stream inputs (n_batches, batch, ...) on the devices."""
-        return shard_batches(self.mesh, jax.tree_util.tree_map(
-            lambda a: a if isinstance(a, jax.core.Tracer) else self.asarray(a), tree))
+        """Put stream inputs (n_batches, batch, ...) on the devices. Over a mesh
+        each device's slice goes straight from host memory to that device, so
+        no device ever holds a whole stream."""
+        def host_or_device(a):
+            if isinstance(a, jax.core.Tracer):
+                return a
+            if self.mesh is None:
+                return self.asarray(a)
+            a = np.asarray(a)
+            return a.astype(self.dtype) if np.issubdtype(a.dtype, np.floating) else a
+
+        return shard_batches(self.mesh, jax.tree_util.tree_map(host_or_device, tree))
 
     def compile(self, function):
         return jax.jit(function)

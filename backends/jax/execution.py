@@ -17,7 +17,7 @@ from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imnn.contracts import Summaries
-from imnn.fitting import fit_step, keep_going
+from imnn.fitting import fit_step_and_keep_going, run_loop
 
 from . import summaries as S
 
@@ -33,6 +33,30 @@ def _as_batches(tree, like):
     return tree_util.tree_map(lambda a: a.reshape((n_batches, -1) + a.shape[1:]), tree)
 
 
+# One batch is called directly, not through a loop of one trip: XLA:CPU runs the
+# weight gradients of convolutions inside loop bodies on a slow path
+# (jax-ml/jax#12868), ~10× slower for the conv net of bench/bench_aggregation.py;
+# several batches per device on a CPU still pay it.
+
+def _map_batches(f, batches):
+    """[f(batch) for batch in batches], stacked; one batch at a time."""
+    if tree_util.tree_leaves(batches)[0].shape[0] == 1:
+        return tree_util.tree_map(lambda a: a[None],
+                                  f(tree_util.tree_map(lambda a: a[0], batches)))
+    return lax.map(f, batches)
+
+
+def _sum_batches(f, batches, zeros):
+    """Σ f(batch) over batches; one batch at a time."""
+    if tree_util.tree_leaves(batches)[0].shape[0] == 1:
+        return f(tree_util.tree_map(lambda a: a[0], batches))
+
+    def accumulate(total, batch):
+        return tree_util.tree_map(jnp.add, total, f(batch)), None
+
+    return lax.scan(accumulate, zeros, batches)[0]
+
+
 class JaxExecutor:
     """Pass 1 and pass 2 of a stream on JAX (see module docstring)."""
 
@@ -45,13 +69,16 @@ class JaxExecutor:
 
     def summaries(self, w, inputs, with_derivative) -> Summaries:
         def local(w, inputs):
-            return lax.map(
+            return _map_batches(
                 lambda batch: S.batch_summaries(self.network, w, self.kind, batch,
                                                 with_derivative), inputs)
 
         if self.mesh is None:
             return _flatten_batches(local(w, inputs))
-        return _flatten_batches(self._sharded(local, P(None, AXIS))(w, inputs))
+        # Gathered whole on every device: the loss needs all of them, and every
+        # process (multi-host) can then read them as an ordinary array.
+        return shard_batches(self.mesh, _flatten_batches(
+            self._sharded(local, P(None, AXIS))(w, inputs)), P())
 
     def summaries_and_pullback(self, w, inputs, with_derivative):
         n_batches = tree_util.tree_leaves(inputs)[0].shape[0]
@@ -63,15 +90,10 @@ class JaxExecutor:
 
         def pass_two(cotangents: Summaries):
             def local(w, batched):
-                inputs, cotangents = batched
-
-                def accumulate(total, batch):
-                    g = S.batch_weight_gradient(self.network, w, self.kind, batch[0],
-                                                with_derivative, batch[1])
-                    return tree_util.tree_map(jnp.add, total, g), None
-
-                total, _ = lax.scan(accumulate, tree_util.tree_map(jnp.zeros_like, w),
-                                    (inputs, cotangents))
+                total = _sum_batches(
+                    lambda batch: S.batch_weight_gradient(self.network, w, self.kind, batch[0],
+                                                          with_derivative, batch[1]),
+                    batched, tree_util.tree_map(jnp.zeros_like, w))
                 return total if self.mesh is None else lax.psum(total, AXIS)
 
             batched = (inputs, _as_batches(cotangents, inputs))
@@ -84,7 +106,7 @@ class JaxExecutor:
 
 def shard_batches(mesh: Mesh | None, tree, spec=P(None, AXIS)):
     """Lay stream inputs (n_batches, batch, ...) over the mesh's devices (or,
-    with spec=P(), copy weights to every device)."""
+    with spec=P(), copy weights or gathered summaries to every device)."""
     if mesh is None:
         return tree
     sharding = NamedSharding(mesh, spec)
@@ -99,36 +121,29 @@ def _put(array, sharding):
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-CHUNK = 128
+CHUNK = 128  # iterations per run: between progress updates and callbacks
 
 
 def make_runner(problem):
-    """A compiled function running up to CHUNK iterations of ``fit_step``.
+    """A function running up to n_steps iterations of ``fit_step``, one compiled
+    call per iteration (``imnn.fitting.run_loop``).
 
     run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps)
-      -> (carry, records with a leading axis of CHUNK, iterations run)
-    The loop bounds are traced values, so the step compiles once whatever the
-    progress-bar rate or iteration budget.
+      -> (carry, records with a leading axis of the iterations run, iterations run)
+    The step's arguments are traced values, so it compiles once whatever the
+    progress-bar rate or iteration budget. It is not the body of a
+    ``lax.while_loop``: XLA's CPU compiler rewrites convolutions into its fast
+    forms only outside loop bodies, and inside one the weight gradient of a
+    convolutional network ran 7-16× slower (bench/bench_fit_step.py). Calling
+    the step and reading its keep-going flag costs ~0.2 ms per iteration.
     """
-    @jax.jit
+    step = jax.jit(partial(fit_step_and_keep_going, problem))
+
     def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
-        step = partial(fit_step, problem)
-        record_shape = jax.eval_shape(
-            lambda: step(carry, start, data, λ, α, min_iterations)[1])
-        buffers = tree_util.tree_map(lambda s: jnp.zeros((CHUNK,) + s.shape, s.dtype),
-                                     record_shape)
+        carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations, patience,
+                                     max_iterations, start, n_steps, step)
+        stacked = tree_util.tree_map(lambda *r: jnp.stack(r), *records) if n else None
+        return carry, stacked, n
 
-        def cond(state):
-            carry, i, _ = state
-            return keep_going(carry.stopping, i, patience, max_iterations) & (i < start + n_steps)
-
-        def body(state):
-            carry, i, buffers = state
-            carry, record = step(carry, i, data, λ, α, min_iterations)
-            buffers = tree_util.tree_map(lambda b, v: b.at[i - start].set(v), buffers, record)
-            return carry, i + 1, buffers
-
-        carry, i, buffers = lax.while_loop(cond, body, (carry, start, buffers))
-        return carry, buffers, i - start
-
+    run._cache_size = step._cache_size  # compile-once checks look here
     return run
