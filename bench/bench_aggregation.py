@@ -7,7 +7,9 @@ its memory as n_s grows, and its scaling over (simulated) devices.
     mean/variance problem (n_s = n_d = 1000, MLP 128-128), side by side;
 (b) peak memory of one two-pass gradient as n_s grows 16x at fixed n_per_device,
     each point in a fresh process: its peak RSS and XLA's buffer assignment;
-(c) a conv net with 1.4e5 weights on 32×32 Gaussian random fields;
+(c) a conv net with 1.4e5 weights on 32×32 Gaussian random fields, with one
+    batch per device and with several (on a CPU, XLA runs convolution gradients
+    in loop bodies slowly: see backends/jax/execution.py);
 (d) time per iteration on 1, 2 and 4 devices at fixed n_s and n_per_device.
 
 Figures go in the ``extra_info`` of each benchmark (printed after the table by
@@ -20,7 +22,6 @@ Run as a script, this file is one point of (b):
     python bench/bench_aggregation.py memory CLASS N_S
 """
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_a_aggregated_vs_in_memory(benchmark, cls, layout):
     benchmark.group = f"(a) {cls}: aggregated vs in memory, n_s = n_d = 1000, MLP 128-128"
     aggregated = build(cls, MEAN_VARIANCE, mlp(), 1000, LAYOUTS[layout])
     in_memory = build(cls, MEAN_VARIANCE, mlp(), 1000)
-    time_fit(benchmark, aggregated, n=50, rounds=10, baseline=in_memory)
+    time_fit(benchmark, aggregated, n=25, rounds=20, baseline=in_memory)
 
 
 # --- (b) memory as n_s grows -----------------------------------------------------------
@@ -195,7 +196,7 @@ def test_d_iteration_time_vs_devices(benchmark, n_devices):
     benchmark.group = ("(d) AggregatedSimulatorIMNN over devices, n_s = n_d = 1000, "
                        "n_per_device = 250, MLP 128-128")
     time_fit(benchmark, build("Simulator", MEAN_VARIANCE, mlp(), 1000, (n_devices, 250)),
-             n=50, rounds=10)
+             n=25, rounds=20)
 
 
 if __name__ == "__main__":
