@@ -159,9 +159,9 @@ class IteratorStream:
             if array.shape != shape:
                 hint = (" Batch the dataset with .batch(n_per_device) after .take()ing a whole "
                         "number of batches." if array.shape[1:] == shape[1:] else "")
+                expected = "input_shape" if c == 0 else "input_shape + (n_params,)"
                 self._fail(f"{where}{what}: shape {array.shape}, expected {shape} = "
-                           f"(n_per_device,) + {'input_shape' if c == 0 else 'input_shape + (n_params,)'}."
-                           f"{hint}")
+                           f"(n_per_device,) + {expected}.{hint}")
             arrays.append(array)
         return tuple(arrays)
 
