@@ -20,7 +20,7 @@ import pytest
 
 N_PROCESSES = 2
 N_DEVICES = 4  # global devices, N_DEVICES // N_PROCESSES per process
-TIMEOUT_S = 300  # per wait: generous, for a loaded machine (about 25 s when idle)
+TIMEOUT_S = 300  # per wait, generous: the whole test takes ~45 s on two busy cores
 
 
 def results(devices):
