@@ -8,8 +8,8 @@ its memory as n_s grows, and its scaling over (simulated) devices.
 (b) peak memory of one two-pass gradient as n_s grows 16x at fixed n_per_device,
     each point in a fresh process: its peak RSS and XLA's buffer assignment;
 (c) a conv net with 1.4e5 weights on 32×32 Gaussian random fields, with one
-    batch per device and with several (on a CPU, XLA runs convolution gradients
-    in loop bodies slowly: see backends/jax/execution.py);
+    batch per device and with several (on a CPU, loops over batches write
+    convolutions as matrix products: see backends/jax/network.py);
 (d) time per iteration on 1, 2 and 4 devices at fixed n_s and n_per_device.
 
 Figures go in the ``extra_info`` of each benchmark (printed after the table by
@@ -180,13 +180,14 @@ def test_b_peak_memory_as_n_s_grows(benchmark, cls):
 
 # --- (c) a conv net on 32×32 inputs ------------------------------------------------------
 
-@pytest.mark.parametrize("layout", [(1, 200), (4, 50), (1, 50)],
-                         ids=["1dev-1batch", "4dev-1batch", "1dev-4batches"])
+@pytest.mark.parametrize("layout", [(1, 200), (4, 50), (1, 50), (1, 25), (2, 25)],
+                         ids=["1dev-1batch", "4dev-1batch", "1dev-4batches", "1dev-8batches",
+                              "2dev-4batches"])
 def test_c_conv_net(benchmark, layout):
     benchmark.group = "(c) conv net (137 730 weights) on 32×32 fields, n_s = n_d = 200"
     aggregated = build("Simulator", FIELD, conv(), 200, layout)
     in_memory = build("Simulator", FIELD, conv(), 200)
-    time_fit(benchmark, aggregated, n=2, rounds=5, baseline=in_memory)
+    time_fit(benchmark, aggregated, n=5, rounds=7, baseline=in_memory)
 
 
 # --- (d) devices -----------------------------------------------------------------------

@@ -35,8 +35,9 @@ def _as_batches(tree, like):
 
 # One batch is called directly, not through a loop of one trip: XLA:CPU runs the
 # weight gradients of convolutions inside loop bodies on a slow path
-# (jax-ml/jax#12868), ~10× slower for the conv net of bench/bench_aggregation.py;
-# several batches per device on a CPU still pay it.
+# (jax-ml/jax#12868), ~7× slower for the conv net of bench/bench_aggregation.py.
+# Several batches per device need the loop: on a CPU their imnn.nn convolutions
+# are then written as matrix products (network.py, ``_conv_as_product``).
 
 def _map_batches(f, batches):
     """[f(batch) for batch in batches], stacked; one batch at a time."""
@@ -62,6 +63,16 @@ class JaxExecutor:
 
     def __init__(self, backend, network, kind, mesh: Mesh | None):
         self.backend, self.network, self.kind, self.mesh = backend, network, kind, mesh
+        devices = jax.devices() if mesh is None else mesh.devices.flat
+        in_loops = getattr(network.apply, "in_cpu_loops", None)
+        self.loop_network = (network._replace(apply=in_loops)
+                             if in_loops is not None and next(iter(devices)).platform == "cpu"
+                             else network)
+
+    def _network(self, batches):
+        """The network for a loop over these batches (or a single call)."""
+        n_batches = tree_util.tree_leaves(batches)[0].shape[0]
+        return self.network if n_batches == 1 else self.loop_network
 
     def _sharded(self, local, out_specs):
         return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(None, AXIS)),
@@ -69,8 +80,9 @@ class JaxExecutor:
 
     def summaries(self, w, inputs, with_derivative) -> Summaries:
         def local(w, inputs):
+            network = self._network(inputs)
             return _map_batches(
-                lambda batch: S.batch_summaries(self.network, w, self.kind, batch,
+                lambda batch: S.batch_summaries(network, w, self.kind, batch,
                                                 with_derivative), inputs)
 
         if self.mesh is None:
@@ -90,8 +102,9 @@ class JaxExecutor:
 
         def pass_two(cotangents: Summaries):
             def local(w, batched):
+                network = self._network(batched[0])
                 total = _sum_batches(
-                    lambda batch: S.batch_weight_gradient(self.network, w, self.kind, batch[0],
+                    lambda batch: S.batch_weight_gradient(network, w, self.kind, batch[0],
                                                           with_derivative, batch[1]),
                     batched, tree_util.tree_map(jnp.zeros_like, w))
                 return total if self.mesh is None else lax.psum(total, AXIS)
