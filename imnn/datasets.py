@@ -63,8 +63,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from .classes import _IMNN, _aggregation, _finite_difference
 from .contracts import Exact, Optimiser, Summaries, stream_sizes
-from .fitting import run_loop
-from .sources import QUANTITY, Layout
+from .runtime import python_runner
+from .sources import QUANTITY, Layout, StoredStreams
 
 
 # --- one stream, with its checks ------------------------------------------------
@@ -214,7 +214,7 @@ def _describe(value) -> str:
 
 # --- where the iterators come from -------------------------------------------------
 
-class IteratorSource:
+class IteratorSource(StoredStreams):
     """Streams read from per-device iterators (the Dataset classes).
 
     train / validation: {stream name: list of iterators (or None)}; the
@@ -257,18 +257,6 @@ class IteratorSource:
     def data(self, runtime, rng=None):
         return self.streams
 
-    def training_streams(self, data, i):
-        return self._with_flags(data["train"])
-
-    def validation_streams(self, data):
-        return self._with_flags(data["validation"])
-
-    def statistics_streams(self, data, key=None):
-        return self._with_flags(data["validation" if self.validate else "train"])
-
-    def _with_flags(self, streams):
-        return {name: (stream, name in self.kind.derivative_streams)
-                for name, stream in streams.items()}
 
 
 def _iterator_list(argument, value, n_devices, validation) -> list:
@@ -447,16 +435,9 @@ class IteratorRuntime:
 
     def make_runner(self, problem):
         compile, optimiser = self.runtime.compile, problem.optimiser
-        problem = problem._replace(optimiser=Optimiser(optimiser.init, compile(optimiser.update)),
-                                   where=compile(problem.where))
-
-        def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
-            carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations,
-                                         patience, max_iterations, start, n_steps)
-            stacked = (tree_util.tree_map(lambda *r: np.stack([np.asarray(v) for v in r]),
-                                          *records) if records else None)
-            return carry, stacked, n
-        return run
+        return python_runner(problem._replace(
+            optimiser=Optimiser(optimiser.init, compile(optimiser.update)),
+            where=compile(problem.where)))
 
 
 # --- the public classes -------------------------------------------------------------
@@ -469,7 +450,21 @@ def _check_local(devices):
                              "must be local (jax.local_devices())")
 
 
-class DatasetGradientIMNN(_IMNN):
+class _DatasetIMNN(_IMNN):
+    """What the two Dataset classes share: local devices and the iterator runtime."""
+
+    def _set_up(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser,
+                key_or_state, host, devices, n_per_device, backend) -> Layout:
+        layout, devices = _aggregation(host, devices, n_per_device)
+        _check_local(devices)
+        super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
+                         optimiser, key_or_state, backend, devices)
+        self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
+        self.runtime = IteratorRuntime(self.runtime)
+        return layout
+
+
+class DatasetGradientIMNN(_DatasetIMNN):
     """Simulations and their known derivatives ∂d/∂θ read from per-device
     iterators, with two-pass gradients aggregated over devices (spec §4, §5).
 
@@ -484,12 +479,8 @@ class DatasetGradientIMNN(_IMNN):
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, main, remaining, host, devices, n_per_device,
                  validation_main=None, validation_remaining=None, *, backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
-        _check_local(devices)
-        super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                         optimiser, key_or_state, backend, devices)
-        self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
-        self.runtime = IteratorRuntime(self.runtime)
+        layout = self._set_up(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
+                              optimiser, key_or_state, host, devices, n_per_device, backend)
         kind = Exact(self.n_params)
         self._attach(IteratorSource(
             kind, self.n_s, self.n_d, self.n_params, self.input_shape, layout,
@@ -497,7 +488,7 @@ class DatasetGradientIMNN(_IMNN):
             {"main": validation_main, "remaining": validation_remaining}), kind)
 
 
-class DatasetNumericalGradientIMNN(_IMNN):
+class DatasetNumericalGradientIMNN(_DatasetIMNN):
     """Seed-matched finite differences (spec §2) with simulations read from
     per-device iterators, two-pass gradients aggregated over devices (spec §4, §5).
 
@@ -513,12 +504,8 @@ class DatasetNumericalGradientIMNN(_IMNN):
                  optimiser, key_or_state, fiducial, derivative, δθ, host, devices,
                  n_per_device, validation_fiducial=None, validation_derivative=None, *,
                  backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
-        _check_local(devices)
-        super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                         optimiser, key_or_state, backend, devices)
-        self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
-        self.runtime = IteratorRuntime(self.runtime)
+        layout = self._set_up(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
+                              optimiser, key_or_state, host, devices, n_per_device, backend)
         kind = _finite_difference(δθ, self.n_params)
         self.δθ = np.asarray(kind.δθ)
         self._attach(IteratorSource(

@@ -61,10 +61,17 @@ class ReferenceRuntime:
         return function
 
     def make_runner(self, problem):
-        def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
-            carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations,
-                                         patience, max_iterations, start, n_steps)
-            stacked = (tree_util.tree_map(lambda *r: np.stack([np.asarray(v) for v in r]),
-                                          *records) if records else None)
-            return carry, stacked, n
-        return run
+        return python_runner(problem)
+
+
+def python_runner(problem):
+    """run(carry, data, λ, α, min_iterations, patience, max_iterations, start,
+    n_steps) -> (carry, records stacked as NumPy arrays, iterations run): the fit
+    loop in Python, one ``fit_step`` call per iteration (``run_loop``)."""
+    def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
+        carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations,
+                                     patience, max_iterations, start, n_steps)
+        stacked = (tree_util.tree_map(lambda *r: np.stack([np.asarray(v) for v in r]),
+                                      *records) if records else None)
+        return carry, stacked, n
+    return run

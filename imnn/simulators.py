@@ -108,18 +108,9 @@ def _gaussian_fisher(n: int, σ2: float) -> tuple[float, float]:
     return n / σ2, n / (2.0 * σ2 ** 2)
 
 
-@dataclass(frozen=True, eq=False)
-class GaussianMeanVariance:
-    """n independent draws d_i = μ + sqrt(σ²) z_i, z_i ~ N(0, 1); θ = (μ, σ²).
-
-    input_shape (n,). F = diag(n/σ², n/(2σ⁴)): diag(10, 5), det F = 50 at the
-    default θ_fid = (0, 1) with n = 10.
-    """
-    n: int = 10
-    θ_fid: Any = (0.0, 1.0)
-
-    name: ClassVar[str] = "gaussian_mean_variance"
-    n_params: ClassVar[int] = 2
+class _GaussianDraws:
+    """n Gaussian draws whose variance σ² is the last parameter (the two
+    dataclasses below): checks and the input shape."""
 
     def __post_init__(self):
         _check_int("n", self.n, 1)
@@ -130,9 +121,23 @@ class GaussianMeanVariance:
         return (self.n,)
 
     def _parameters(self, θ, argument: str) -> np.ndarray:
-        θ = _numpy_parameters(θ, 2, argument)
-        _check_positive(argument, "σ² = θ[1]", θ[1])
+        θ = _numpy_parameters(θ, self.n_params, argument)
+        _check_positive(argument, f"σ² = θ[{self.n_params - 1}]", θ[-1])
         return θ
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianMeanVariance(_GaussianDraws):
+    """n independent draws d_i = μ + sqrt(σ²) z_i, z_i ~ N(0, 1); θ = (μ, σ²).
+
+    input_shape (n,). F = diag(n/σ², n/(2σ⁴)): diag(10, 5), det F = 50 at the
+    default θ_fid = (0, 1) with n = 10.
+    """
+    n: int = 10
+    θ_fid: Any = (0.0, 1.0)
+
+    name: ClassVar[str] = "gaussian_mean_variance"
+    n_params: ClassVar[int] = 2
 
     def simulate(self, key, θ) -> jax.Array:
         """One simulation, shape (n,)."""
@@ -152,7 +157,7 @@ class GaussianMeanVariance:
 
 
 @dataclass(frozen=True, eq=False)
-class GaussianVariance:
+class GaussianVariance(_GaussianDraws):
     """n independent draws d_i = sqrt(σ²) z_i, z_i ~ N(0, 1); θ = (σ²,).
 
     input_shape (n,). F = n/(2σ⁴): 5 at the default θ_fid = (1,) with n = 10.
@@ -162,19 +167,6 @@ class GaussianVariance:
 
     name: ClassVar[str] = "gaussian_variance"
     n_params: ClassVar[int] = 1
-
-    def __post_init__(self):
-        _check_int("n", self.n, 1)
-        object.__setattr__(self, "θ_fid", _read_only(self._parameters(self.θ_fid, "θ_fid")))
-
-    @property
-    def input_shape(self) -> tuple:
-        return (self.n,)
-
-    def _parameters(self, θ, argument: str) -> np.ndarray:
-        θ = _numpy_parameters(θ, 1, argument)
-        _check_positive(argument, "σ² = θ[0]", θ[0])
-        return θ
 
     def simulate(self, key, θ) -> jax.Array:
         """One simulation, shape (n,)."""

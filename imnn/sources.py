@@ -65,7 +65,26 @@ def check_array(name: str, array, shape: tuple, allow_none=False):
     return array
 
 
-class ArraySource:
+class StoredStreams:
+    """Streams held per data set (``data["train"]``, ``data["validation"]``),
+    each paired with whether it carries θ-derivatives. Subclasses set ``kind``
+    and ``validate``."""
+
+    def training_streams(self, data, i):
+        return self._with_flags(data["train"])
+
+    def validation_streams(self, data):
+        return self._with_flags(data["validation"])
+
+    def statistics_streams(self, data, key=None):
+        return self._with_flags(data["validation" if self.validate else "train"])
+
+    def _with_flags(self, streams):
+        return {name: (inputs, name in self.kind.derivative_streams)
+                for name, inputs in streams.items()}
+
+
+class ArraySource(StoredStreams):
     """Simulations held as arrays (Gradient and NumericalGradient classes).
 
     Exact derivatives: ``derivative`` (n_d,)+input_shape+(p,) belongs to the
@@ -111,18 +130,6 @@ class ArraySource:
     def data(self, runtime, rng=None):
         return runtime.place(self.arrays)
 
-    def training_streams(self, data, i):
-        return self._with_flags(data["train"])
-
-    def validation_streams(self, data):
-        return self._with_flags(data["validation"])
-
-    def statistics_streams(self, data, key=None):
-        return self._with_flags(data["validation" if self.validate else "train"])
-
-    def _with_flags(self, streams):
-        return {name: (inputs, name in self.kind.derivative_streams)
-                for name, inputs in streams.items()}
 
 
 def simulation_keys(rng, i, n):
