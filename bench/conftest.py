@@ -63,9 +63,10 @@ def write_table(benchmarks, path):
 
     import jax
 
-    lines = [f"# Benchmark figures ({datetime.date.today()}, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, jax {jax.__version__}, devices: "
-             f"{len(jax.devices())} × {jax.devices()[0].platform})", "",
+    machine = platform.processor() or platform.machine()
+    lines = [f"# Benchmark figures ({datetime.date.today()}, {machine}, {os.cpu_count()} cores, "
+             f"jax {jax.__version__}, devices: {len(jax.devices())} × "
+             f"{jax.devices()[0].platform})", "",
              "Written by `make bench` (bench/conftest.py); every benchmark's extra figures.", ""]
     group = None
     for bench in sorted(benchmarks, key=lambda b: (b.group or "", b.fullname)):
