@@ -68,13 +68,18 @@ def write_table(benchmarks, path):
              f"jax {jax.__version__}, devices: {len(jax.devices())} × "
              f"{jax.devices()[0].platform})", "",
              "Written by `make bench` (bench/conftest.py); every benchmark's extra figures.", ""]
+    def title(bench):
+        return bench.group or bench.fullname.split("::")[0]
+
+    def show(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
     group = None
-    for bench in sorted(benchmarks, key=lambda b: (b.group or "", b.fullname)):
-        if bench.group != group:
-            group = bench.group
-            lines += ["", f"## {group or bench.fullname.split('::')[0]}", "",
-                      "| benchmark | figures |", "|---|---|"]
-        info = ", ".join(f"{key} = {value}" for key, value in bench.extra_info.items())
+    for bench in sorted(benchmarks, key=lambda b: (title(b), b.name)):
+        if title(bench) != group:
+            group = title(bench)
+            lines += ["", f"## {group}", "", "| benchmark | figures |", "|---|---|"]
+        info = ", ".join(f"{key} = {show(value)}" for key, value in bench.extra_info.items())
         lines.append(f"| `{bench.name}` | {info} |")
     path.write_text("\n".join(lines) + "\n")
 
@@ -83,6 +88,7 @@ def plot_scaling(points, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     variants = sorted({b.extra_info["variant"] for b in points})
@@ -92,6 +98,9 @@ def plot_scaling(points, path):
         axis.plot(*zip(*xy), "o-", label=variant)
     axis.set(xscale="log", yscale="log", xlabel="n_s = n_d (simulations per iteration)",
              ylabel="ms per iteration", title="fit iteration time, mean/variance, MLP 128-128")
+    n_s = sorted({b.extra_info["n_s"] for b in points})
+    axis.set_xticks(n_s, [str(n) for n in n_s])
+    axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
     path.parent.mkdir(exist_ok=True)
