@@ -56,25 +56,26 @@ def conv():
                      nn.Flatten, nn.Dense(256), nn.LeakyRelu(), nn.Dense(2))
 
 
-def build(cls, simulator, model, n_s, layout=None):
+def build(cls, simulator, model, n_s, layout=None, backend="jax"):
     """An in-memory (layout None) or Aggregated (layout = (n_devices,
     n_per_device)) Simulator or Gradient IMNN with n_d = n_s."""
     args = (n_s, n_s, 2, 2, simulator.input_shape, simulator.θ_fid, model, optax.adam(1e-3),
             jax.random.PRNGKey(0))
     if cls == "Simulator":
-        data = (simulator.simulate,)
+        data = (simulator.simulate if backend == "jax" else simulator.simulate_numpy,)
     else:
         keys = jax.random.split(jax.random.PRNGKey(1), n_s)
         d, dd = jax.vmap(value_and_jacfwd(simulator.simulate, argnums=1), in_axes=(0, None))(
             keys, jnp.asarray(simulator.θ_fid))
         data = (np.asarray(d), np.asarray(dd))
     if layout is None:
-        return getattr(imnn, f"{cls}IMNN")(*args, *data)
+        return getattr(imnn, f"{cls}IMNN")(*args, *data, backend=backend)
     n_devices, n_per_device = layout
     if n_devices > len(jax.devices()):
         pytest.skip(f"needs {n_devices} devices, {len(jax.devices())} available")
     return getattr(imnn, f"Aggregated{cls}IMNN")(
-        *args, *data, jax.devices()[0], jax.devices()[:n_devices], n_per_device)
+        *args, *data, jax.devices()[0], jax.devices()[:n_devices], n_per_device,
+        backend=backend)
 
 
 def fit_kwargs(n):

@@ -12,14 +12,10 @@ backends. Each point records ``variant`` and ``n_s`` in its ``extra_info``;
 lists them in bench/results.md.
 """
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 import pytest
 
-import imnn
+import bench_aggregation
 from imnn.simulators import GaussianMeanVariance
-from imnn.utils import value_and_jacfwd
 
 SIM = GaussianMeanVariance(n=10)
 N_S = (250, 500, 1000, 2000, 4000)
@@ -42,27 +38,9 @@ def iterations(backend, n_s):
 
 def build(variant, n_s):
     cls, backend, layout = VARIANTS[variant]
-    model = imnn.nn.serial(imnn.nn.Dense(128), imnn.nn.LeakyRelu(), imnn.nn.Dense(128),
-                           imnn.nn.LeakyRelu(), imnn.nn.Dense(2))
-    args = (n_s, n_s, 2, 2, SIM.input_shape, SIM.θ_fid, model, optax.adam(1e-3),
-            jax.random.PRNGKey(0))
-    if cls == "Simulator":
-        data = (SIM.simulate if backend == "jax" else SIM.simulate_numpy,)
-    else:
-        keys = jax.random.split(jax.random.PRNGKey(1), n_s)
-        d, dd = jax.vmap(value_and_jacfwd(SIM.simulate, argnums=1), in_axes=(0, None))(
-            keys, jnp.asarray(SIM.θ_fid))
-        data = (np.asarray(d), np.asarray(dd))
-    if layout is None:
-        return getattr(imnn, f"{cls}IMNN")(*args, *data, backend=backend)
-    n_devices, n_per_device = layout
-    if n_devices > len(jax.devices()):
-        pytest.skip(f"needs {n_devices} devices, {len(jax.devices())} available")
-    if n_s % (n_devices * n_per_device):
-        pytest.skip(f"n_s = {n_s} does not split into {n_devices} × {n_per_device}")
-    return getattr(imnn, f"Aggregated{cls}IMNN")(
-        *args, *data, jax.devices()[0], jax.devices()[:n_devices], n_per_device,
-        backend=backend)
+    if layout is not None and n_s % (layout[0] * layout[1]):
+        pytest.skip(f"n_s = {n_s} does not split into {layout[0]} × {layout[1]}")
+    return bench_aggregation.build(cls, SIM, bench_aggregation.mlp(), n_s, layout, backend)
 
 
 @pytest.mark.parametrize("n_s", N_S)
