@@ -258,7 +258,6 @@ class IteratorSource(StoredStreams):
         return self.streams
 
 
-
 def _iterator_list(argument, value, n_devices, validation) -> list:
     if value is None:
         need = ("validation needs every validation_ stream once one is given" if validation

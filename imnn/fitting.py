@@ -2,9 +2,8 @@
 
 ``fit_step`` is one iteration of spec §3 written once: the JAX backend compiles
 it (one compiled call per iteration, ``run_loop``); the reference backends run
-it as it is. The
-early-stopping bookkeeping is a pure function of (state, ln det F, iteration)
-for the same reason.
+it as it is. The early-stopping bookkeeping is a pure function of (state,
+ln det F, iteration) for the same reason.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .contracts import Exact, FiniteDifference, ThroughSimulator, stream_sizes
+from .contracts import FiniteDifference, ThroughSimulator, stream_sizes
 
 
 class Layout(NamedTuple):

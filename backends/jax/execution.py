@@ -63,11 +63,10 @@ class JaxExecutor:
 
     def __init__(self, backend, network, kind, mesh: Mesh | None):
         self.backend, self.network, self.kind, self.mesh = backend, network, kind, mesh
-        devices = jax.devices() if mesh is None else mesh.devices.flat
+        device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
         in_loops = getattr(network.apply, "in_cpu_loops", None)
         self.loop_network = (network._replace(apply=in_loops)
-                             if in_loops is not None and next(iter(devices)).platform == "cpu"
-                             else network)
+                             if in_loops is not None and device.platform == "cpu" else network)
 
     def _network(self, batches):
         """The network for a loop over these batches (or a single call)."""
