@@ -56,6 +56,13 @@ def parse_arguments(argv=None):
                         "iteration along a cosine (default 1e-2)")
     p.add_argument("--n-eval", type=int, default=20000,
                    help="fresh simulations measuring the fitted network's det F")
+    p.add_argument("--prior", type=float, nargs=4, default=None,
+                   metavar=("A_LOW", "B_LOW", "A_HIGH", "B_HIGH"),
+                   help="the uniform prior box of the inference (default %s %s %s %s); the "
+                        "posterior narrows as 1/N, so larger fields want a smaller box for "
+                        "ABC to accept as often" % (*PRIOR[0], *PRIOR[1]))
+    p.add_argument("--abc-batch", type=int, default=20000,
+                   help="ABC prior draws simulated and compressed per jitted batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -204,11 +211,12 @@ def main(argv=None) -> int:
     # Inference for a target field: θ̂ by score compression, then the posteriors.
     target = np.asarray(sim.simulate(rng_target, np.asarray(TARGET)))
     estimate = fitter.get_estimate(target)
-    prior = lfi.Uniform(*PRIOR)
+    box = PRIOR if args.prior is None else (tuple(args.prior[:2]), tuple(args.prior[2:]))
+    prior = lfi.Uniform(*box)
     gaussian = lfi.GaussianApproximation(estimate, fitter.invF, prior, gridsize=100)
     abc = lfi.ApproximateBayesianComputation(target, prior, sim.simulate, fitter.compressor(),
                                              gridsize=100, F=fitter.F)
-    abc(ϵ=0.5, rng=rng_abc, n_samples=20000, min_accepted=1000, max_iterations=100,
+    abc(ϵ=0.5, rng=rng_abc, n_samples=args.abc_batch, min_accepted=1000, max_iterations=100,
         smoothing=1)
     print(f"target θ = {TARGET}: IMNN estimate θ̂ = {np.array2string(estimate, precision=3)}, "
           f"ABC accepted {int(abc.n_accepted[0])} of {abc.n_simulations} simulations")
@@ -226,7 +234,8 @@ def main(argv=None) -> int:
                "iterations": iterations, "seconds": seconds, "n_eval": args.n_eval,
                "detF": reached, "exact_detF": exact, "fraction": reached / exact,
                "F": F.tolist(), "exact_F": exact_F.tolist(), "target": list(TARGET),
-               "estimate": estimate.tolist(), "abc_accepted": int(abc.n_accepted[0]),
+               "estimate": estimate.tolist(), "prior": [list(b) for b in box],
+               "abc_accepted": int(abc.n_accepted[0]),
                "abc_simulations": abc.n_simulations}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'history.png'}, {out / 'posterior.png'}, {out / 'summary.json'}")
