@@ -11,7 +11,11 @@ same problem for the same number of iterations (no early stopping), rounds
 interleaved; ``imnn ms/it``, ``hand-written ms/it`` and their ``ratio`` (each
 the fastest round) are printed after the timing table. imnn's rounds include
 what ``fit`` does besides iterating: the history, and the Fisher statistics of
-the final weights on fresh simulations.
+the final weights on fresh simulations. Where imnn loops on the device (one
+compiled ``lax.while_loop`` per run of iterations: the default, except for a
+convolutional network on a CPU), the same fit looping from the host (one
+compiled call per iteration, the earlier default) is timed in the same rounds:
+``host-loop ms/it`` and ``host-loop ratio``.
 
 Problems: the mean/variance toy (n_s = n_d = 1000, MLP 128-128, Adam 1e-3) as
 GradientIMNN (arrays with exact derivatives, no validation) and as
@@ -27,6 +31,7 @@ import optax
 import pytest
 
 import imnn
+from imnn.backends.jax.execution import make_runner
 from imnn.simulators import GaussianMeanVariance, GaussianRandomField
 from imnn.utils import value_and_jacfwd
 
@@ -120,23 +125,41 @@ def handwritten_fit(problem, fitter, n_iterations):
 @pytest.mark.parametrize("problem", list(PROBLEMS))
 def test_fit_step(benchmark, problem):
     """imnn's fit, each round preceded by a round of the hand-written loop (in the
-    benchmark's ``setup``), so that both see the same machine load."""
+    benchmark's ``setup``), so that both see the same machine load. Where imnn
+    loops on the device (one compiled while_loop per run, the default except for
+    convolutional networks on a CPU), the setup also times the same fit looping
+    from the host (one compiled call per iteration): before and after, side by side."""
     benchmark.group = "imnn fit vs a hand-written jit(value_and_grad) + optax loop"
     fitter, n = build(problem), PROBLEMS[problem][2]
     kwargs = dict(rng=jax.random.PRNGKey(2), min_iterations=10 ** 6, max_iterations=n)
     handwritten = handwritten_fit(problem, fitter, n)
     handwritten()  # warm-up: compile
     fitter.fit(λ, ε, **kwargs)
-    times = []
+    host = None
+    if fitter._runner.loop != "host":
+        host = build(problem)
+        host._runner = make_runner(host.problem, loop="host")
+        host.fit(λ, ε, **kwargs)
+    times, host_times = [], []
 
-    def time_handwritten():
+    def timed(function, into):
         start = time.perf_counter()
-        handwritten()
-        times.append(time.perf_counter() - start)
+        function()
+        into.append(time.perf_counter() - start)
+
+    def setup():
+        timed(handwritten, times)
+        if host is not None:
+            timed(lambda: host.fit(λ, ε, **kwargs), host_times)
 
     benchmark.pedantic(fitter.fit, args=(λ, ε), kwargs=kwargs, rounds=ROUNDS, iterations=1,
-                       setup=time_handwritten)
+                       setup=setup)
     imnn_ms, hand_ms = 1e3 * benchmark.stats.stats.min / n, 1e3 * min(times) / n
-    benchmark.extra_info.update({"iterations": n, "imnn ms/it": round(imnn_ms, 3),
+    benchmark.extra_info.update({"iterations": n, "loop": fitter._runner.loop,
+                                 "imnn ms/it": round(imnn_ms, 3),
                                  "hand-written ms/it": round(hand_ms, 3),
                                  "ratio": round(imnn_ms / hand_ms, 3)})
+    if host is not None:
+        host_ms = 1e3 * min(host_times) / n
+        benchmark.extra_info.update({"host-loop ms/it": round(host_ms, 3),
+                                     "host-loop ratio": round(host_ms / hand_ms, 3)})

@@ -6,7 +6,8 @@
 #
 # 1. the 128×128 field with SimulatorIMNN and AggregatedSimulatorIMNN (one GPU,
 #    4 batches of 250), 5×5 filters, 2000 iterations, det F on 20 000 fresh fields;
-# 2. imnn's fit step against the hand-written jit(value_and_grad) + optax loop.
+# 2. imnn's fit step (looping on the device, and from the host) against the
+#    hand-written jit(value_and_grad) + optax loop.
 # Everything lands under $OUT (default runs/gpu): two example folders and log.txt.
 set -u
 OUT=${OUT:-runs/gpu}

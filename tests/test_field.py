@@ -40,3 +40,17 @@ def test_field_fit_reaches_most_of_the_exact_fisher_information(layout):
     # Measured on fresh simulations, not on the fit's own noisy estimates.
     F = example.fisher_on_fresh_simulations(fitter, sim.simulate, 5000, jax.random.PRNGKey(2))
     assert np.linalg.det(F) >= 0.8 * exact, np.linalg.det(F) / exact
+
+
+def test_quadratic_ceiling_is_one_for_every_weight_and_grows_with_the_filter():
+    """The example's ceiling: filters as wide as the field make any even weight W(k)
+    (all of the information, the covariance factor 2 included); a single 1×1 filter
+    makes one summary (det F = 0); wider filters hold more."""
+    ceiling = load_example().quadratic_ceiling
+    sim = GaussianRandomField(8)
+    assert ceiling(sim, 5) == pytest.approx(1.0, rel=1e-9)
+    assert ceiling(sim, 1) == pytest.approx(0.0, abs=1e-12)
+    sim = GaussianRandomField(32)
+    values = [ceiling(sim, k) for k in (2, 3, 5)]
+    assert 0.9 < values[0] < values[1] < values[2] < 1.0
+    assert values[1] == pytest.approx(0.99362, abs=1e-5)  # 3×3 at 32×32: the README's 99.4 %

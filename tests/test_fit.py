@@ -193,3 +193,77 @@ def test_interrupted_fit_keeps_its_iterations_and_resumes_exactly():
         np.testing.assert_array_equal(a, b)
     # The resumed fit stopped on patience, as the whole one did, not at max_iterations.
     assert 40 < len(whole.history["detF"]) < 200
+
+
+# --- where the iterations loop: on the device or from the host --------------------
+
+def _fit_with_loop(build, loop, **kw):
+    from imnn.backends.jax.execution import make_runner
+    model = build()
+    model._runner = make_runner(model.problem, loop=loop)
+    return model.fit(10.0, 0.1, **kw)
+
+
+@pytest.mark.parametrize("kind", ["gradient", "simulator", "aggregated"])
+def test_device_loop_equals_host_loop(x64, kind):
+    """One compiled while_loop per run and one compiled call per iteration give the
+    same fit: history, patience stop inside a run, best and final weights."""
+    def build():
+        if kind == "gradient":
+            return gradient_imnn(n=60, validation=True, optimiser=optax.adam(1e-2))
+        common = (60, 30, 2, 2, INPUT_SHAPE, θ_FID, mlp(8), optax.adam(1e-2),
+                  jax.random.PRNGKey(0), simulator)
+        if kind == "simulator":
+            return imnn.SimulatorIMNN(*common)
+        return imnn.AggregatedSimulatorIMNN(*common, jax.devices()[0], jax.devices()[:2], 15)
+
+    kw = dict(rng=jax.random.PRNGKey(3), patience=6, min_iterations=4, max_iterations=150,
+              print_rate=9)
+    host, device = (_fit_with_loop(build, loop, **kw) for loop in ("host", "device"))
+    assert host._runner.loop == "host" and device._runner.loop == "device"
+    n = len(host.history["detF"])
+    assert 4 + 6 < n < 150 and n % 9 != 0  # stopped on patience, inside a run of 9
+    for name in ("detF", "detC", "Λ2", "val_detF"):
+        np.testing.assert_allclose(device.history[name], host.history[name], rtol=1e-10)
+    assert device.patience_counter == host.patience_counter == 6
+    for a, b in zip(jax.tree.leaves((host.best_w, host.final_w, host.state)),
+                    jax.tree.leaves((device.best_w, device.final_w, device.state))):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-13)
+
+
+def test_device_loop_stops_at_max_iterations_and_compiles_once():
+    from imnn.backends.jax.execution import CHUNK
+    model = _fit_with_loop(lambda: gradient_imnn(validation=False), "device",
+                           min_iterations=10 ** 6, max_iterations=CHUNK + 5)
+    assert len(model.history["detF"]) == CHUNK + 5 == model.fit_iteration
+    model.fit(10.0, 0.1, min_iterations=10 ** 6, max_iterations=7, print_rate=3)
+    assert len(model.history["detF"]) == CHUNK + 12
+    assert model._runner._cache_size() == 1
+
+
+def test_loop_choice_follows_convolutions_on_cpu():
+    """Auto: a CPU fit of a network with lax.conv (imnn.nn.Conv, a stax Conv, or one
+    nested in a sub-computation) loops from the host; a dense network on the device."""
+    from jax.example_libraries import stax
+
+    nn = imnn.nn
+
+    def loop_of(model, shape=INPUT_SHAPE):
+        m = imnn.SimulatorIMNN(20, 10, 2, 2, shape, θ_FID, model, optax.adam(1e-3),
+                               jax.random.PRNGKey(0), simulator)
+        m.fit(10.0, 0.1, rng=jax.random.PRNGKey(1), max_iterations=1)
+        return m._runner.loop
+
+    conv = nn.serial(nn.Reshape(INPUT_SHAPE + (1,)), nn.Conv(2, (3,)), nn.Flatten, nn.Dense(2))
+    init, apply = stax.serial(stax.GeneralConv(("NWC", "WIO", "NWC"), 2, (3,), padding="SAME"),
+                              stax.Flatten, stax.Dense(2))
+
+    def checkpointed(w, d):  # the convolution inside a remat sub-jaxpr
+        return jax.checkpoint(apply)(w, d[None, :, None])[0]
+
+    assert loop_of(mlp(8)) == "device"
+    assert loop_of(conv) == "host"
+    assert loop_of((lambda key, shape: init(key, (1,) + shape + (1,)), checkpointed)) == "host"
+    with pytest.raises(ValueError, match="loop must be"):
+        from imnn.backends.jax.execution import make_runner
+        make_runner(gradient_imnn().problem, loop="gpu")

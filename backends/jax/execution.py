@@ -17,7 +17,7 @@ from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imnn.contracts import Summaries
-from imnn.fitting import fit_step_and_keep_going, run_loop
+from imnn.fitting import fit_step_and_keep_going, keep_going, run_loop
 
 from . import summaries as S
 
@@ -136,19 +136,35 @@ def _put(array, sharding):
 CHUNK = 128  # iterations per run: between progress updates and callbacks
 
 
-def make_runner(problem):
-    """A function running up to n_steps iterations of ``fit_step``, one compiled
-    call per iteration (``imnn.fitting.run_loop``).
+def make_runner(problem, loop=None):
+    """A function running up to n_steps (≤ CHUNK) iterations of ``fit_step``.
 
     run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps)
       -> (carry, records with a leading axis of the iterations run, iterations run)
-    The step's arguments are traced values, so it compiles once whatever the
-    progress-bar rate or iteration budget. It is not the body of a
-    ``lax.while_loop``: XLA's CPU compiler rewrites convolutions into its fast
-    forms only outside loop bodies, and inside one the weight gradient of a
-    convolutional network ran 7-16× slower (bench/bench_fit_step.py). Calling
-    the step and reading its keep-going flag costs ~0.2 ms per iteration.
+
+    Every argument of the step is traced, so it compiles once whatever the
+    progress-bar rate or iteration budget. ``loop`` says where the iterations loop:
+
+    - "device": the whole run is one compiled ``lax.while_loop`` that stops on the
+      device when early stopping says so; the host sees one call and one
+      read-back per run. Per iteration that saves a dispatch and a device-to-host
+      wait, which on a GPU is most of a small problem's step (bench/bench_fit_step.py).
+    - "host": one compiled call per iteration and a read of its keep-going flag
+      (``imnn.fitting.run_loop``). XLA's CPU compiler rewrites convolutions into
+      their fast forms only outside loop bodies (jax-ml/jax#12868): inside one the
+      weight gradient of a convolutional network ran 7-16× slower.
+    - None (default): "host" for a network with convolutions on a CPU, else "device".
     """
+    if loop is None:
+        loop = "host" if _convolutions_on_cpu(problem) else "device"
+    if loop not in ("device", "host"):
+        raise ValueError(f"loop must be 'device', 'host' or None, got {loop!r}")
+    runner = _device_runner(problem) if loop == "device" else _host_runner(problem)
+    runner.loop = loop
+    return runner
+
+
+def _host_runner(problem):
     step = jax.jit(partial(fit_step_and_keep_going, problem))
 
     def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
@@ -159,3 +175,64 @@ def make_runner(problem):
 
     run._cache_size = step._cache_size  # compile-once checks look here
     return run
+
+
+def _device_runner(problem):
+    step = partial(fit_step_and_keep_going, problem)
+
+    @jax.jit
+    def chunk(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
+        def one(state):
+            carry, records, k, _ = state
+            carry, record, going = step(carry, start + k, data, λ, α, min_iterations,
+                                        patience, max_iterations)
+            records = tree_util.tree_map(lambda buffer, r: buffer.at[k].set(r), records, record)
+            return carry, records, k + 1, going
+
+        shapes = jax.eval_shape(lambda c: step(c, start, data, λ, α, min_iterations, patience,
+                                               max_iterations)[1], carry)
+        records = tree_util.tree_map(lambda s: jnp.zeros((CHUNK,) + s.shape, s.dtype), shapes)
+        going = keep_going(carry.stopping, start, patience, max_iterations)
+        carry, records, n, _ = lax.while_loop(lambda state: state[3] & (state[2] < n_steps),
+                                              one, (carry, records, jnp.int32(0), going))
+        return carry, records, n
+
+    def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
+        if not 0 < n_steps <= CHUNK:
+            raise ValueError(f"n_steps must be in 1..{CHUNK}, got {n_steps}")
+        carry, records, n = chunk(carry, data, λ, α, min_iterations, patience,
+                                  max_iterations, start, n_steps)
+        n = int(n)
+        return carry, tree_util.tree_map(lambda r: r[:n], records) if n else None, n
+
+    run._cache_size = chunk._cache_size
+    return run
+
+
+def _convolutions_on_cpu(problem) -> bool:
+    """Whether the fit's network convolves (lax.conv) and runs on a CPU."""
+    executor = problem.executor
+    device = jax.devices()[0] if executor.mesh is None else executor.mesh.devices.flat[0]
+    if device.platform != "cpu":
+        return False
+    network = executor.network
+    w = network.init(jax.random.PRNGKey(0))
+    d = jax.ShapeDtypeStruct(network.input_shape, executor.backend.dtype)
+    return _has_convolution(jax.make_jaxpr(network.apply)(w, d).jaxpr)
+
+
+def _has_convolution(jaxpr) -> bool:
+    """Whether conv_general_dilated appears in jaxpr or any jaxpr nested in it."""
+    def nested(param):
+        if hasattr(param, "eqns"):
+            yield param
+        elif hasattr(param, "jaxpr") and hasattr(param.jaxpr, "eqns"):
+            yield param.jaxpr
+        elif isinstance(param, (tuple, list)):
+            for item in param:
+                yield from nested(item)
+
+    return any(equation.primitive.name == "conv_general_dilated"
+               or any(_has_convolution(inner) for param in equation.params.values()
+                      for inner in nested(param))
+               for equation in jaxpr.eqns)
