@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     abc = lfi.ApproximateBayesianComputation(target, prior, sim.simulate, fitter.compressor(),
                                              gridsize=100, F=fitter.F)
     abc(ϵ=0.5, rng=rng_abc, n_samples=args.abc_batch, min_accepted=1000, max_iterations=100,
-        smoothing=1)
+        smoothing=1, progress=not args.quiet)
     print(f"target θ = {TARGET}: IMNN estimate θ̂ = {np.array2string(estimate, precision=3)}, "
           f"ABC accepted {int(abc.n_accepted[0])} of {abc.n_simulations} simulations")
     exact_marginals = exact_posterior(sim, target, abc.grid)

@@ -445,13 +445,31 @@ def test_abc_and_pmc_reject_bad_arguments(compressor_and_F):
         abc(1., jax.random.PRNGKey(0), 0)
     with pytest.warns(UserWarning, match="min_accepted"):
         abc(1e-6, jax.random.PRNGKey(0), 10, min_accepted=5, max_iterations=2)
+    with pytest.raises(TypeError, match="progress"):
+        abc(1., jax.random.PRNGKey(0), 10, progress="no")
     pmc = PopulationMonteCarlo(target, prior, simulator, compressor, F=F)
+    with pytest.raises(TypeError, match="progress"):
+        pmc(jax.random.PRNGKey(0), 100, 200, progress=None)
     with pytest.raises(ValueError, match="n_initial_points"):
         pmc(jax.random.PRNGKey(0), 100, 50)
     with pytest.raises(ValueError, match="percentile"):
         pmc(jax.random.PRNGKey(0), 100, 200, percentile=100)
     with pytest.raises(ValueError, match="criterion"):
         pmc(jax.random.PRNGKey(0), 100, 200, criterion=0)
+
+
+def test_progress_bars_switch_off(compressor_and_F, capsys):
+    compressor, F = compressor_and_F
+    target = np.zeros(N_DRAWS)
+    abc = ApproximateBayesianComputation(target, Uniform(LOW, HIGH), simulator, compressor, F=F)
+    pmc = PopulationMonteCarlo(target, Uniform(LOW, HIGH), simulator, compressor, F=F)
+    abc(1., jax.random.PRNGKey(0), 10, progress=False)
+    pmc(jax.random.PRNGKey(0), 10, 20, max_iterations=1, progress=False)
+    assert capsys.readouterr().err == ""
+    abc(1., jax.random.PRNGKey(0), 10)
+    pmc(jax.random.PRNGKey(0), 10, 20, max_iterations=1)
+    err = capsys.readouterr().err
+    assert "ABC batches" in err and "PMC target 0" in err
 
 
 # --- plots ----------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class ApproximateBayesianComputation:
         self.marginals = None
 
     def __call__(self, ϵ, rng, n_samples, min_accepted=None, max_iterations=10,
-                 smoothing=None, replace=False):
+                 smoothing=None, replace=False, progress=True):
         """Simulate in batches of ``n_samples`` prior draws until enough are accepted.
 
         ϵ : float or (n_targets,) — a simulation is accepted for a target when its
@@ -90,6 +90,7 @@ class ApproximateBayesianComputation:
         smoothing : None or float — Gaussian smoothing of the marginals, in grid cells.
         replace : bool — discard the simulations of earlier calls. Otherwise they are kept
             and judged against the new ϵ (all are prior draws, so this is still valid).
+        progress : bool — show a progress bar of the batches (stderr).
         Returns self (see ``accepted``, ``marginals``).
         """
         n_targets = self.target_summaries.shape[0]
@@ -101,10 +102,12 @@ class ApproximateBayesianComputation:
         check_positive_ints(n_samples=n_samples, max_iterations=max_iterations)
         if min_accepted is not None:
             check_positive_ints(min_accepted=min_accepted)
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         if replace:
             self._clear()
         self.ϵ = ϵ
-        with tqdm(total=max_iterations, desc="ABC batches") as bar:
+        with tqdm(total=max_iterations, desc="ABC batches", disable=not progress) as bar:
             for _ in range(max_iterations):
                 if min_accepted is not None and np.all(self.n_accepted >= min_accepted):
                     break

@@ -153,7 +153,7 @@ class PopulationMonteCarlo:
         return self.problem.target_summaries
 
     def __call__(self, rng, n_points, n_initial_points, percentile=50., criterion=0.1,
-                 max_iterations=10, batch_size=None, smoothing=None):
+                 max_iterations=10, batch_size=None, smoothing=None, progress=True):
         """Run ABC-PMC for every target, from a fresh initial population.
 
         rng : a JAX PRNG key.
@@ -169,8 +169,11 @@ class PopulationMonteCarlo:
         max_iterations : int — at most this many rounds after the initial population.
         batch_size : int or None — simulations per jitted batch (default n_points).
         smoothing : None or float — Gaussian smoothing of the marginals, in grid cells.
+        progress : bool — show a progress bar of the rounds, per target (stderr).
         Returns self.
         """
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         batch_size = n_points if batch_size is None else batch_size
         check_positive_ints(n_points=n_points, n_initial_points=n_initial_points,
                             max_iterations=max_iterations, batch_size=batch_size)
@@ -196,7 +199,8 @@ class PopulationMonteCarlo:
                                     n_points, n_batches * batch_size, n_points)
             history = [Round(float(population.distances.max()), n_batches * batch_size,
                              n_points / (n_batches * batch_size), True)]
-            with tqdm(range(max_iterations), desc=f"PMC target {t}") as bar:
+            with tqdm(range(max_iterations), desc=f"PMC target {t}",
+                      disable=not progress) as bar:
                 for _ in bar:
                     ϵ = float(np.percentile(population.distances, percentile))
                     rng, key = jax.random.split(rng)
