@@ -11,7 +11,7 @@ the exact posterior of the field.
     python3 examples/field_inference.py --N 128 --kernel 5 --max-iterations 2000 \
         --prior 0.7 0.45 0.95 0.7 --abc-batch 5000            # 128×128, GPU
 
-The first two are the CPU runs of the README (about 5 minutes each on two cores);
+The first two are the CPU runs of the README (2–3 minutes each on two cores);
 the last is the 128×128 configuration for a GPU (about a minute on an H200;
 examples/gpu_checks.sh runs it with both classes).
 
