@@ -1,9 +1,11 @@
 """Running streams over devices and compiling the fit loop.
 
-A stream's inputs carry two leading axes, (n_batches, batch). With one batch
-the pass-1 ``jax.vjp`` keeps its residuals and pass 2 reuses them (the cost of
-a plain value_and_grad). With several, the batch axis is sharded over a mesh
-of devices (``NamedSharding``, axis "sims"); inside ``shard_map`` every device
+A stream's inputs carry two leading axes, (n_batches, batch); over a mesh of
+devices (``NamedSharding``, axis "sims") the batch axis is sharded, so n_batches
+counts batches per device. With one batch per device the pass-1 ``jax.vjp``
+(through ``shard_map`` over a mesh) keeps its residuals and pass 2 reuses them:
+the cost of a plain value_and_grad, and the memory of one batch per device,
+which pass 2 would hold anyway. With several, inside ``shard_map`` every device
 maps over its own batches in pass 1, then recomputes them one at a time in
 pass 2, accumulating one VJP per batch before a single ``psum``.
 """
@@ -93,11 +95,22 @@ class JaxExecutor:
 
     def summaries_and_pullback(self, w, inputs, with_derivative):
         n_batches = tree_util.tree_leaves(inputs)[0].shape[0]
-        if n_batches == 1 and self.mesh is None:
-            one = tree_util.tree_map(lambda a: a[0], inputs)
-            out, pullback = jax.vjp(
-                lambda w: S.batch_summaries(self.network, w, self.kind, one, with_derivative), w)
-            return out, lambda cotangents: pullback(cotangents)[0]
+        if n_batches == 1:  # one batch per device: keep pass 1's residuals for pass 2
+            if self.mesh is None:
+                one = tree_util.tree_map(lambda a: a[0], inputs)
+                out, pullback = jax.vjp(lambda w: S.batch_summaries(
+                    self.network, w, self.kind, one, with_derivative), w)
+                return out, lambda cotangents: pullback(cotangents)[0]
+
+            def local(w, inputs):
+                return _map_batches(lambda batch: S.batch_summaries(
+                    self.network, w, self.kind, batch, with_derivative), inputs)
+
+            # The transpose of shard_map sums the devices' weight cotangents (psum).
+            out, pullback = jax.vjp(lambda w: _flatten_batches(
+                self._sharded(local, P(None, AXIS))(w, inputs)), w)
+            return (shard_batches(self.mesh, out, P()),
+                    lambda cotangents: pullback(cotangents)[0])
 
         def pass_two(cotangents: Summaries):
             def local(w, batched):
