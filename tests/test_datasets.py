@@ -253,6 +253,17 @@ def tf():
     return pytest.importorskip("tensorflow")
 
 
+@pytest.fixture(autouse=True)
+def _release_readers(monkeypatch):
+    """Free a test's tf.data iterators (kept alive by reference cycles or a caught
+    exception's frames) while the working directory is still the one their relative
+    file names point into: otherwise their prefetch threads go on reading after the
+    test, from the wrong directory, alongside the next tests."""
+    yield
+    import gc
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def exact_seed(tmp_path_factory, tf):
     base = tmp_path_factory.mktemp("exact")
