@@ -24,7 +24,7 @@ for run in "f128" "f128agg --aggregated --n-per-device 250"; do
   echo "== field_inference.py $FIELD ${*:2}" >> "$LOG"
   start=$SECONDS
   timeout 220 python3 examples/field_inference.py $FIELD "${@:2}" \
-      --output "$OUT/$1" 2>&1 | grep -v "ABC batches" >> "$LOG"
+      --output "$OUT/$1" >> "$LOG" 2>&1
   echo "($((SECONDS - start)) s wall)" >> "$LOG"
 done
 echo "== bench_fit_step" >> "$LOG"

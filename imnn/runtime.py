@@ -6,7 +6,6 @@ through the same ``imnn.fitting.fit_step``.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from jax import tree_util
 

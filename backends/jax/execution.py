@@ -66,9 +66,10 @@ class JaxExecutor:
     def __init__(self, backend, network, kind, mesh: Mesh | None):
         self.backend, self.network, self.kind, self.mesh = backend, network, kind, mesh
         device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
+        self.platform = device.platform
         in_loops = getattr(network.apply, "in_cpu_loops", None)
         self.loop_network = (network._replace(apply=in_loops)
-                             if in_loops is not None and device.platform == "cpu" else network)
+                             if in_loops is not None and self.platform == "cpu" else network)
 
     def _network(self, batches):
         """The network for a loop over these batches (or a single call)."""
@@ -96,21 +97,9 @@ class JaxExecutor:
     def summaries_and_pullback(self, w, inputs, with_derivative):
         n_batches = tree_util.tree_leaves(inputs)[0].shape[0]
         if n_batches == 1:  # one batch per device: keep pass 1's residuals for pass 2
-            if self.mesh is None:
-                one = tree_util.tree_map(lambda a: a[0], inputs)
-                out, pullback = jax.vjp(lambda w: S.batch_summaries(
-                    self.network, w, self.kind, one, with_derivative), w)
-                return out, lambda cotangents: pullback(cotangents)[0]
-
-            def local(w, inputs):
-                return _map_batches(lambda batch: S.batch_summaries(
-                    self.network, w, self.kind, batch, with_derivative), inputs)
-
-            # The transpose of shard_map sums the devices' weight cotangents (psum).
-            out, pullback = jax.vjp(lambda w: _flatten_batches(
-                self._sharded(local, P(None, AXIS))(w, inputs)), w)
-            return (shard_batches(self.mesh, out, P()),
-                    lambda cotangents: pullback(cotangents)[0])
+            # (over a mesh, the transpose of shard_map sums the devices' weight cotangents)
+            out, pullback = jax.vjp(lambda w: self.summaries(w, inputs, with_derivative), w)
+            return out, lambda cotangents: pullback(cotangents)[0]
 
         def pass_two(cotangents: Summaries):
             def local(w, batched):
@@ -225,8 +214,7 @@ def _device_runner(problem):
 def _convolutions_on_cpu(problem) -> bool:
     """Whether the fit's network convolves (lax.conv) and runs on a CPU."""
     executor = problem.executor
-    device = jax.devices()[0] if executor.mesh is None else executor.mesh.devices.flat[0]
-    if device.platform != "cpu":
+    if executor.platform != "cpu":
         return False
     network = executor.network
     w = network.init(jax.random.PRNGKey(0))
