@@ -6,6 +6,7 @@ information about a model's parameters, for simulation-based inference.
 from __future__ import annotations
 
 from . import nn
+from ._compilation import enable_compilation_cache
 from .classes import (AggregatedGradientIMNN, AggregatedNumericalGradientIMNN,
                       AggregatedSimulatorIMNN, GradientIMNN, NumericalGradientIMNN,
                       SimulatorIMNN)
@@ -33,4 +34,4 @@ __all__ = ["nn", "SimulatorIMNN", "AggregatedSimulatorIMNN", "GradientIMNN",
            "AggregatedGradientIMNN", "NumericalGradientIMNN",
            "AggregatedNumericalGradientIMNN", "DatasetGradientIMNN",
            "DatasetNumericalGradientIMNN", "IMNN", "get_α", "value_and_jacfwd",
-           "value_and_jacrev", "TFRecords", "save", "load"]
+           "value_and_jacrev", "TFRecords", "save", "load", "enable_compilation_cache"]
