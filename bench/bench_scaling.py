@@ -14,8 +14,9 @@ lists them in bench/results.md.
 import jax
 import pytest
 
-import bench_aggregation
 from imnn.simulators import GaussianMeanVariance
+
+import bench_aggregation
 
 SIM = GaussianMeanVariance(n=10)
 N_S = (250, 500, 1000, 2000, 4000)

@@ -140,6 +140,7 @@ def fisher_on_fresh_simulations(fitter, simulator, n, key, batch=500):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     from imnn.utils import value_and_jacfwd
 
     apply, w = fitter.network.apply, fitter.w
@@ -164,6 +165,7 @@ def exact_posterior(sim, field, grid):
     (each real degree of freedom once; see GaussianRandomField), uniform prior.
     """
     import numpy as np
+
     from imnn.lfi import Marginals
 
     A, B = grid

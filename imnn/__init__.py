@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from . import nn
 from ._compilation import enable_compilation_cache
-from .classes import (AggregatedGradientIMNN, AggregatedNumericalGradientIMNN,
-                      AggregatedSimulatorIMNN, GradientIMNN, NumericalGradientIMNN,
-                      SimulatorIMNN)
+from .classes import (
+    AggregatedGradientIMNN,
+    AggregatedNumericalGradientIMNN,
+    AggregatedSimulatorIMNN,
+    GradientIMNN,
+    NumericalGradientIMNN,
+    SimulatorIMNN,
+)
 from .datasets import DatasetGradientIMNN, DatasetNumericalGradientIMNN
 from .factory import IMNN
 from .fitting import get_α

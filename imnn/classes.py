@@ -15,8 +15,7 @@ import jax
 import numpy as np
 from jax import tree_util
 
-from . import nn as _nn
-from .contracts import Exact, FiniteDifference, Summaries, ThroughSimulator
+from .contracts import Exact, FiniteDifference, ThroughSimulator
 from .fitting import Carry, Problem, Stopping, get_α, loss_and_gradient, summaries_of
 from .optimisers import LegacyState, as_optimiser
 from .runtime import make_backend

@@ -15,7 +15,7 @@ The in-memory classes are the case of one batch per stream.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 Array = Any     # a numpy or jax array
 Weights = Any   # a pytree of arrays (list of per-layer tuples for imnn.nn models)

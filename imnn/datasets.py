@@ -66,7 +66,6 @@ from .contracts import Exact, Optimiser, Summaries, stream_sizes
 from .runtime import python_runner
 from .sources import QUANTITY, Layout, StoredStreams
 
-
 # --- one stream, with its checks ------------------------------------------------
 
 class IteratorStream:

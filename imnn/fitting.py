@@ -17,7 +17,6 @@ from jax import tree_util
 
 from .contracts import LossParts, Summaries
 
-
 # --- the regularisation rate ---------------------------------------------------
 
 def get_α(λ: float, ε: float) -> float:
@@ -161,7 +160,7 @@ class LoopExecutor:
 
     def _batches(self, inputs):
         n = tree_util.tree_leaves(inputs)[0].shape[0]
-        return [tree_util.tree_map(lambda a: a[b], inputs) for b in range(n)]
+        return [tree_util.tree_map(lambda a: a[b], inputs) for b in range(n)]  # noqa: B023 - called at once
 
     def summaries(self, w, inputs, with_derivative) -> Summaries:
         parts = [self.backend.batch_summaries(self.network, w, self.kind, batch, with_derivative)

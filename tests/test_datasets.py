@@ -154,6 +154,7 @@ def seed_numerical_data():
 def seed_exact_records():
     """The seed's TFRecords writer recipe for DatasetGradientIMNN."""
     import jax.numpy as np
+
     from imnn import TFRecords
     record_size = 200  # Mb
     writer = TFRecords.TFRecords(record_size=record_size)
@@ -203,6 +204,7 @@ def seed_exact_records():
 def seed_numerical_records():
     """The seed's TFRecords writer recipe for DatasetNumericalGradientIMNN."""
     import jax.numpy as np
+
     from imnn import TFRecords
     record_size = 200  # Mb
     writer = TFRecords.TFRecords(record_size=record_size)

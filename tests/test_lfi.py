@@ -16,8 +16,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.stats  # noqa: E402
 
-from imnn.lfi import (ApproximateBayesianComputation, GaussianApproximation,  # noqa: E402
-                      PopulationMonteCarlo, Uniform, as_prior, histogram_marginals)
+from imnn.lfi import (  # noqa: E402
+    ApproximateBayesianComputation,
+    GaussianApproximation,
+    PopulationMonteCarlo,
+    Uniform,
+    as_prior,
+    histogram_marginals,
+)
 
 N_DRAWS = 10
 θ_FID = np.array([0., 1.])
@@ -225,7 +231,7 @@ def test_pmc_weights_keep_the_prior_when_everything_is_accepted():
     np.testing.assert_allclose(weights.sum(), 1, rtol=1e-5)
     exact = [scipy.stats.truncnorm(lo / σ, hi / σ, scale=σ) for σ, lo, hi in zip(scale, low, high)]
     variance = np.array([e.var() for e in exact])
-    fourth = np.array([e.expect(lambda x, m=e.mean(): (x - m) ** 4) for e in exact])
+    fourth = np.array([e.expect(lambda x, m=e.mean(): (x - m) ** 4) for e in exact])  # noqa: B008
     mean, std = weighted_moments(θ, weights)
     ess = 1 / np.sum(weights ** 2)
     np.testing.assert_array_less(np.abs(mean - [e.mean() for e in exact]),

@@ -32,6 +32,7 @@ def results(devices):
     import optax
 
     import imnn
+
     from conftest import INPUT_SHAPE, exact_data, mlp, simulator, θ_FID
 
     def flat(tree):

@@ -13,7 +13,6 @@ from imnn.persistence import DamagedFileError, model_from_tables, model_to_table
 
 from conftest import INPUT_SHAPE, exact_data, mlp, numerical_data, simulator, δθ, θ_FID
 
-
 pytestmark = pytest.mark.xdist_group("persistence")  # one worker: one module fixture
 
 

@@ -8,8 +8,15 @@ import pytest
 from jax.example_libraries import stax
 
 from imnn import nn
-from imnn.contracts import (BatchBackend, Exact, FiniteDifference, StatisticsBackend, Summaries,
-                            ThroughSimulator, stream_sizes)
+from imnn.contracts import (
+    BatchBackend,
+    Exact,
+    FiniteDifference,
+    StatisticsBackend,
+    Summaries,
+    ThroughSimulator,
+    stream_sizes,
+)
 from imnn.reference.numba import NumbaBackend
 from imnn.reference.numpy import NumpyBackend
 

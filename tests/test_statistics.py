@@ -9,9 +9,9 @@ import pytest
 
 from imnn import get_α
 from imnn.backends.jax import JaxBackend
+from imnn.utils import value_and_jacfwd
 
 from conftest import simulator, θ_FID
-from imnn.utils import value_and_jacfwd
 
 
 def sufficient_summaries(n):

@@ -2,9 +2,9 @@
 devices (and hosts), float32 by default and float64 when x64 is enabled."""
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from . import statistics, summaries

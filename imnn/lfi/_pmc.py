@@ -12,8 +12,7 @@ from tqdm.auto import tqdm
 
 from imnn.lfi._marginals import histogram_marginals, make_grid
 from imnn.lfi._plot import plot_marginals, plot_scatter
-from imnn.lfi._problem import (Problem, check_positive_ints, draw_from_prior, make_problem,
-                               simulate)
+from imnn.lfi._problem import Problem, check_positive_ints, draw_from_prior, make_problem, simulate
 
 Array = Any
 
