@@ -23,15 +23,37 @@ def _value_and_jacobian(jacobian_transform):
 
 
 value_and_jacfwd = _value_and_jacobian(jax.jacfwd)
-value_and_jacfwd.__doc__ = """f's value and its forward-mode Jacobian from one linearisation.
+value_and_jacfwd.__doc__ = """f's value and its forward-mode Jacobian from one linearisation (a jvp).
 
-Arguments as ``jax.jacfwd`` (argnums, has_aux, holomorphic). Returns
-``(value, jacobian)``, or ``(value, jacobian, aux)`` with has_aux."""
+Args:
+    f: the function to differentiate; its outputs are arrays (a pair ``(out, aux)`` with
+        ``has_aux``).
+    argnums: the positional argument(s) to differentiate with respect to, an int or a
+        tuple of ints, as for ``jax.jacfwd``.
+    has_aux: whether ``f`` returns ``(out, aux)``; ``aux`` is passed through undifferentiated.
+    holomorphic: whether ``f`` is holomorphic (complex inputs and outputs).
+
+Returns:
+    A function of ``f``'s arguments returning ``(value, jacobian)``, or
+    ``(value, jacobian, aux)`` with ``has_aux``; ``jacobian`` has shape
+    ``value.shape + argument.shape`` (a tuple of such with a tuple ``argnums``).
+"""
 
 value_and_jacrev = _value_and_jacobian(jax.jacrev)
-value_and_jacrev.__doc__ = """f's value and its reverse-mode Jacobian from one linearisation.
+value_and_jacrev.__doc__ = """f's value and its reverse-mode Jacobian from one linearisation (a vjp).
 
-Arguments as ``jax.jacrev`` (argnums, has_aux, holomorphic). Returns
-``(value, jacobian)``, or ``(value, jacobian, aux)`` with has_aux."""
+Args:
+    f: the function to differentiate; its outputs are arrays (a pair ``(out, aux)`` with
+        ``has_aux``).
+    argnums: the positional argument(s) to differentiate with respect to, an int or a
+        tuple of ints, as for ``jax.jacrev``.
+    has_aux: whether ``f`` returns ``(out, aux)``; ``aux`` is passed through undifferentiated.
+    holomorphic: whether ``f`` is holomorphic (complex inputs and outputs).
+
+Returns:
+    A function of ``f``'s arguments returning ``(value, jacobian)``, or
+    ``(value, jacobian, aux)`` with ``has_aux``; ``jacobian`` has shape
+    ``value.shape + argument.shape`` (a tuple of such with a tuple ``argnums``).
+"""
 
 __all__ = ["value_and_jacfwd", "value_and_jacrev"]

@@ -17,7 +17,13 @@ Array = Any
 
 
 class Samples(NamedTuple):
-    """Simulations for one target: parameters (n, p), summaries (n, s), distances (n,)."""
+    """Simulations for one target.
+
+    Attributes:
+        parameters: (n, p) the parameters drawn from the prior.
+        summaries: (n, s) the compressed simulations.
+        distances: (n,) their distances to the target's summaries.
+    """
     parameters: Array
     summaries: Array
     distances: Array
@@ -27,31 +33,38 @@ class Samples(NamedTuple):
 class ApproximateBayesianComputation:
     """Rejection ABC: keep prior draws whose compressed simulation lies within ϵ of a target.
 
-    Parameters
-    ----------
-    target_data : (n_targets,) + input_shape, or input_shape for one target
-        The observed data; input_shape is the shape of ``simulator(key, θ)``.
-    prior : Prior
-        ``imnn.lfi.Uniform`` or any object with ``sample(key, n)``, ``log_prob(θ)`` and finite
-        ``low``/``high`` of shape (p,), or a TensorFlow-Probability-on-JAX distribution
-        with ``low``/``high``.
-    simulator : simulator(key, θ (p,)) -> one simulation (input_shape); JAX-traceable.
-    compressor : compressor(d (n,) + input_shape) -> (n, s); JAX-traceable, e.g. a fitted
-        IMNN's parameter estimate.
-    gridsize : int or p ints, default 100
-        Grid points per parameter between prior.low and prior.high for the marginals.
-    F : None, (s, s) or (n_targets, s, s)
-        Fisher matrix of the distance sqrt((x − x_t)ᵀ F (x − x_t)); Euclidean when None.
-    distance_measure : None or distance_measure(summaries (n, s), target (s,)) -> (n,)
-        A custom distance (JAX-traceable); exclusive with F.
+    Args:
+        target_data: the observed data, (n_targets,) + input_shape, or input_shape for one
+            target; input_shape is the shape of `simulator(key, θ)`.
+        prior: `imnn.lfi.Uniform` or any object with `sample(key, n)`, `log_prob(θ)` and
+            finite `low`/`high` of shape (p,), or a TensorFlow-Probability-on-JAX
+            distribution with `low`/`high`.
+        simulator: `simulator(key, θ (p,))` -> one simulation of shape input_shape;
+            JAX-traceable.
+        compressor: `compressor(d (n,) + input_shape)` -> (n, s); JAX-traceable, e.g. a
+            fitted IMNN's `compressor()`.
+        gridsize: grid points per parameter between `prior.low` and `prior.high` for the
+            marginals: an int or one int per parameter.
+        F: None (Euclidean distance), (s, s) or (n_targets, s, s): the Fisher matrix of the
+            distance sqrt((x − x_t)ᵀ F (x − x_t)).
+        distance_measure: None or a JAX-traceable
+            `distance_measure(summaries (n, s), target (s,))` -> (n,); exclusive with `F`.
 
-    Attributes
-    ----------
-    parameters (N, p), summaries (N, s), distances (n_targets, N): every simulation so far.
-    ϵ : (n_targets,) the threshold of the last call.
-    accepted, rejected : one ``Samples`` per target, split by ``distances <= ϵ``.
-    marginals : ``Marginals`` histogram of the accepted parameters (set by each call).
-    grid : tuple of p arrays (g_i,); target_summaries : (n_targets, s).
+    Raises:
+        ValueError: data, prior or matrices of the wrong shape, or both `F` and
+            `distance_measure`.
+        TypeError: a prior, simulator or compressor that is not what is described above.
+
+    Attributes:
+        parameters: (N, p) every parameter drawn so far.
+        summaries: (N, s) their compressed simulations.
+        distances: (n_targets, N) their distances to each target.
+        ϵ: (n_targets,) the threshold of the last call.
+        accepted: one `Samples` per target, those with `distances <= ϵ`.
+        rejected: one `Samples` per target, the others.
+        marginals: a `Marginals` histogram of the accepted parameters (set by each call).
+        grid: tuple of p arrays (g_i,).
+        target_summaries: (n_targets, s).
     """
 
     def __init__(self, target_data, prior, simulator, compressor, gridsize=100, F=None,
@@ -78,20 +91,24 @@ class ApproximateBayesianComputation:
                  smoothing=None, replace=False, progress=True):
         """Simulate in batches of ``n_samples`` prior draws until enough are accepted.
 
-        ϵ : float or (n_targets,) — a simulation is accepted for a target when its
-            distance to the target is <= ϵ.
-        rng : a JAX PRNG key.
-        n_samples : int — draws per jitted batch (simulated and compressed at once).
-        min_accepted : None or int — keep drawing batches until every target has at least
-            this many accepted samples (counting earlier calls' samples unless replace);
-            None draws exactly one batch.
-        max_iterations : int — at most this many batches in this call (warns if
-            min_accepted is not reached).
-        smoothing : None or float — Gaussian smoothing of the marginals, in grid cells.
-        replace : bool — discard the simulations of earlier calls. Otherwise they are kept
-            and judged against the new ϵ (all are prior draws, so this is still valid).
-        progress : bool — show a progress bar of the batches (stderr).
-        Returns self (see ``accepted``, ``marginals``).
+        Args:
+            ε: float or (n_targets,) (also written ϵ): a simulation is accepted for a
+                target when its distance to the target is <= ϵ.
+            rng: a JAX PRNG key.
+            n_samples: draws per jitted batch (simulated and compressed at once).
+            min_accepted: None or int: keep drawing batches until every target has at least
+                this many accepted samples (counting earlier calls' samples unless
+                `replace`); None draws exactly one batch.
+            max_iterations: at most this many batches in this call (warns if `min_accepted`
+                is not reached).
+            smoothing: None or the standard deviation, in grid cells, of a Gaussian
+                smoothing of the marginals.
+            replace: discard the simulations of earlier calls. Otherwise they are kept and
+                judged against the new ϵ (all are prior draws, so this is still valid).
+            progress: show a progress bar of the batches (stderr).
+
+        Returns:
+            self; see `accepted` and `marginals`.
         """
         n_targets = self.target_summaries.shape[0]
         ϵ = np.asarray(ϵ, float)

@@ -15,18 +15,23 @@ class GaussianApproximation:
     """Marginals of N(θ̂, F⁻¹) evaluated on a grid over the prior box (not renormalised to
     the box: the values are the normal densities themselves).
 
-    Parameters
-    ----------
-    parameter_estimates : (p,) one target, or (n_targets, p)
-    invF : (p, p) shared by all targets, or (n_targets, p, p); symmetric positive definite
-    prior : a Prior (only its bounds low, high (p,) are used)
-    gridsize : int or p ints, default 100 — grid points per parameter
+    Args:
+        parameter_estimates: θ̂ of one target, shape (p,), or of several, (n_targets, p).
+        invF: the inverse Fisher matrix F⁻¹, (p, p) shared by all targets or
+            (n_targets, p, p); symmetric positive definite.
+        prior: a `Prior`; only its bounds `low`, `high` (p,) are used, for the grid.
+        gridsize: grid points per parameter, an int or one int per parameter (each >= 2).
 
-    Attributes
-    ----------
-    parameter_estimates (n_targets, p), invF (n_targets, p, p),
-    grid : tuple of p arrays (g_i,),
-    marginals : ``Marginals`` with one_d[i] (n_targets, g_i) and two_d[i, j] (n_targets, g_i, g_j).
+    Raises:
+        ValueError: shapes that do not match the prior's p, or an `invF` that is not
+            symmetric positive definite.
+
+    Attributes:
+        parameter_estimates: (n_targets, p).
+        invF: (n_targets, p, p).
+        grid: tuple of p arrays, `grid[i]` of shape (g_i,).
+        marginals: a `Marginals` with `one_d[i]` of shape (n_targets, g_i) and
+            `two_d[i, j]` of shape (n_targets, g_i, g_j).
     """
 
     def __init__(self, parameter_estimates, invF, prior, gridsize=100):

@@ -18,10 +18,13 @@ import scipy.ndimage
 class Marginals(NamedTuple):
     """Marginal densities of one or several posteriors on a grid over the prior box.
 
-    grid:  tuple of p arrays; grid[i] (g_i,) the points of parameter i, low[i] … high[i].
-    one_d: tuple of p arrays; one_d[i] (n_targets, g_i): density of θ_i at grid[i].
-    two_d: dict {(i, j): (n_targets, g_i, g_j)} for i < j: joint density of (θ_i, θ_j)
-           at (grid[i][a], grid[j][b]).
+    Attributes:
+        grid: tuple of p arrays; `grid[i]` (g_i,) the points of parameter i, from `low[i]`
+            to `high[i]`.
+        one_d: tuple of p arrays; `one_d[i]` (n_targets, g_i) the density of θ_i at
+            `grid[i]`.
+        two_d: dict `{(i, j): (n_targets, g_i, g_j)}` for i < j: the joint density of
+            (θ_i, θ_j) at `(grid[i][a], grid[j][b])`.
     """
     grid: tuple
     one_d: tuple
@@ -78,12 +81,18 @@ def histogram_marginals(samples: Sequence, grid, weights: Sequence | None = None
                         smoothing: float | None = None) -> Marginals:
     """Weighted histogram densities of samples on the grid, one set of samples per target.
 
-    samples:   n_targets arrays (n_t, p) (counts may differ between targets).
-    weights:   None (equal weights) or n_targets arrays (n_t,).
-    smoothing: None, or the standard deviation, in grid cells, of a Gaussian kernel that
-               smooths the binned probabilities (reflected at the prior edges).
     Samples outside the prior box are not counted; each marginal integrates to one over
     the box (or is zero where no sample falls in it).
+
+    Args:
+        samples: n_targets arrays (n_t, p) (counts may differ between targets).
+        grid: tuple of p arrays (g_i,), the grid points of each parameter.
+        weights: None (equal weights) or n_targets arrays (n_t,).
+        smoothing: None, or the standard deviation, in grid cells, of a Gaussian kernel that
+            smooths the binned probabilities (reflected at the prior edges).
+
+    Returns:
+        A `Marginals` on `grid`.
     """
     p = len(grid)
     weights = [None] * len(samples) if weights is None else weights

@@ -11,12 +11,23 @@ def plot_marginals(marginals: Marginals, known=None, labels=None, target_labels=
                    colours=None, levels=(0.68, 0.95), axes=None, figsize=None):
     """Corner plot: 1-D marginals on the diagonal, credible contours below it.
 
-    marginals: a ``Marginals`` of n_targets posteriors, overlaid in colours C0, C1, … (or
-    ``colours``). known: None, (p,) true values (black) or (n_targets, p) (target colours),
-    marked by lines. levels: probability masses of the contours (68% solid, 95% dashed by
-    default; the smallest region of grid cells holding that mass). axes: a (p, p) array
-    from an earlier call, to overplot. Returns (figure, axes); axes is a (p, p) object
-    array with None above the diagonal.
+    Args:
+        marginals: a `Marginals` of n_targets posteriors, overlaid in colours C0, C1, …
+        known: None, (p,) true values (marked in black) or (n_targets, p) (marked in the
+            targets' colours).
+        labels: p axis labels (default θ_0, θ_1, …).
+        target_labels: n_targets legend labels (default none, and no legend).
+        colours: n_targets matplotlib colours (default C0, C1, …).
+        levels: probability masses of the contours (68 % solid, 95 % dashed by default;
+            each the smallest region of grid cells holding that mass).
+        axes: a (p, p) array of axes from an earlier call, to overplot.
+        figsize: the new figure's size (when `axes` is None).
+
+    Returns:
+        (figure, axes); axes is a (p, p) object array with None above the diagonal.
+
+    Raises:
+        ValueError: no marginals yet, or `axes` of the wrong shape.
     """
     if marginals is None:
         raise ValueError("no marginals to plot yet: run the ABC or PMC first")
@@ -58,9 +69,17 @@ def plot_scatter(points, known=None, labels=None, target_labels=None, colours=No
                  axes=None, figsize=None):
     """Pairwise scatter of samples with 1-D histograms on the diagonal.
 
-    points: (n, k) or one (n_t, k) array per target, overlaid in colours C0, C1, …
-    known: None, (k,) or (n_targets, k) values to mark. axes: a (k, k) array from an earlier
-    call, to overplot. Returns (figure, axes (k, k) object array, None above the diagonal).
+    Args:
+        points: (n, k) or one (n_t, k) array per target, overlaid in colours C0, C1, …
+        known: None, (k,) or (n_targets, k) values to mark.
+        labels: k axis labels (default θ_0, θ_1, …).
+        target_labels: legend labels, one per array of `points`.
+        colours: matplotlib colours, one per array of `points`.
+        axes: a (k, k) array of axes from an earlier call, to overplot.
+        figsize: the new figure's size (when `axes` is None).
+
+    Returns:
+        (figure, axes): axes a (k, k) object array, None above the diagonal.
     """
     points = [np.asarray(points)] if np.ndim(points[0]) == 1 else [np.asarray(x) for x in points]
     k = points[0].shape[1]

@@ -18,9 +18,15 @@ Array = Any
 
 
 class Round(NamedTuple):
-    """One population of one target: its threshold ϵ, the simulations it took, the
-    fraction of them accepted, and whether it was completed (else abandoned because the
-    acceptance rate had certainly fallen below the criterion)."""
+    """One population of one target.
+
+    Attributes:
+        ϵ: its threshold.
+        n_simulations: the simulations it took.
+        acceptance_rate: the fraction of them accepted.
+        completed: whether it was completed (else abandoned because the acceptance rate
+            had certainly fallen below the criterion).
+    """
     ϵ: float
     n_simulations: int
     acceptance_rate: float
@@ -125,16 +131,28 @@ class PopulationMonteCarlo:
     """ABC population Monte Carlo: a sequence of importance-weighted ABC populations with
     shrinking thresholds ϵ (Beaumont et al. 2009).
 
-    Arguments are those of ``ApproximateBayesianComputation`` (same meaning, same checks).
+    The arguments are those of `ApproximateBayesianComputation`, with the same meaning and
+    the same checks.
 
-    Attributes (after a call)
-    -------------------------
-    parameters (n_targets, N, p), summaries (n_targets, N, s), distances (n_targets, N),
-    weights (n_targets, N): the final population of each target (weights sum to one).
-    ϵ : (n_targets,) threshold of the final populations (every distance is <= ϵ).
-    n_simulations : (n_targets,) simulations used, initial prior draws included.
-    history : per target, a list of ``Round``, the initial rejection population first.
-    marginals : ``Marginals`` weighted histogram of the final populations.
+    Args:
+        target_data: the observed data, (n_targets,) + input_shape, or input_shape.
+        prior: a `Prior` (as for `ApproximateBayesianComputation`).
+        simulator: `simulator(key, θ (p,))` -> one simulation; JAX-traceable.
+        compressor: `compressor(d (n,) + input_shape)` -> (n, s); JAX-traceable.
+        F: None (Euclidean distance), (s, s) or (n_targets, s, s) Fisher matrix of the
+            distance.
+        gridsize: grid points per parameter for the marginals (an int or one per parameter).
+        distance_measure: None or `distance_measure(summaries (n, s), target (s,))` -> (n,).
+
+    Attributes:
+        parameters: (n_targets, N, p) the final population of each target (after a call).
+        summaries: (n_targets, N, s) its compressed simulations.
+        distances: (n_targets, N) their distances to the target.
+        weights: (n_targets, N) importance weights, summing to one per target.
+        ϵ: (n_targets,) threshold of the final populations (every distance is <= ϵ).
+        n_simulations: (n_targets,) simulations used, initial prior draws included.
+        history: per target, a list of `Round`, the initial rejection population first.
+        marginals: a `Marginals` weighted histogram of the final populations.
     """
 
     def __init__(self, target_data, prior, simulator, compressor, F=None, gridsize=100,
@@ -155,21 +173,30 @@ class PopulationMonteCarlo:
                  max_iterations=10, batch_size=None, smoothing=None, progress=True):
         """Run ABC-PMC for every target, from a fresh initial population.
 
-        rng : a JAX PRNG key.
-        n_points : int — particles N in each population.
-        n_initial_points : int (>= n_points) — prior draws for the initial population: the
-            n_points nearest to each target, equally weighted (drawn batch_size at a time,
-            rounded up to whole batches).
-        percentile : float in (0, 100) — each round's ϵ is this percentile of the current
-            population's distances (the median by default, as in pyABC).
-        criterion : float in (0, 1] — stop once a round's acceptance rate (accepted /
-            simulated) falls below it. A round that cannot reach it (N acceptances within
-            N / criterion simulations) is abandoned, keeping the previous population.
-        max_iterations : int — at most this many rounds after the initial population.
-        batch_size : int or None — simulations per jitted batch (default n_points).
-        smoothing : None or float — Gaussian smoothing of the marginals, in grid cells.
-        progress : bool — show a progress bar of the rounds, per target (stderr).
-        Returns self.
+        Args:
+            rng: a JAX PRNG key.
+            n_points: particles N in each population.
+            n_initial_points: prior draws for the initial population (>= n_points): the
+                n_points nearest to each target, equally weighted (drawn `batch_size` at a
+                time, rounded up to whole batches).
+            percentile: in (0, 100): each round's ϵ is this percentile of the current
+                population's distances (the median by default, as in pyABC).
+            criterion: in (0, 1]: stop once a round's acceptance rate (accepted /
+                simulated) falls below it. A round that cannot reach it (N acceptances
+                within N / criterion simulations) is abandoned, keeping the previous
+                population.
+            max_iterations: at most this many rounds after the initial population.
+            batch_size: simulations per jitted batch (None: n_points).
+            smoothing: None or the standard deviation, in grid cells, of a Gaussian
+                smoothing of the marginals.
+            progress: show a progress bar of the rounds, per target (stderr).
+
+        Returns:
+            self; see `parameters`, `weights` and `marginals`.
+
+        Raises:
+            ValueError: sizes, `percentile` or `criterion` out of range.
+            TypeError: `progress` not a bool, or sizes not ints.
         """
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")

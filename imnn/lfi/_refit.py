@@ -9,7 +9,13 @@ import numpy as np
 
 
 class RefitRound(NamedTuple):
-    """One round: the fiducial it was fitted at, the fitted IMNN, its estimate."""
+    """One round of `fit_and_refit`.
+
+    Attributes:
+        θ_fid: (p,) the fiducial parameters the round's IMNN was fitted at.
+        imnn: the fitted IMNN.
+        estimate: (p,) its estimate θ̂ of the target's parameters.
+    """
     θ_fid: np.ndarray
     imnn: object
     estimate: np.ndarray
@@ -20,10 +26,25 @@ def fit_and_refit(make_imnn: Callable, target_data, θ_fid, n_rounds: int, λ: f
     """Fit at θ_fid, estimate θ̂ for ``target_data`` (one simulation), refit a
     new IMNN at θ̂ initialised from the last network, ``n_rounds`` times.
 
-    make_imnn(θ_fid) -> an unfitted IMNN at that fiducial (e.g. a SimulatorIMNN
-    with the same model and simulator; array classes make their data there).
-    ``rng`` (split per round) and ``fit_kwargs`` go to every ``fit``.
-    Returns the rounds; the last estimate is the final θ̂.
+    Args:
+        make_imnn: `make_imnn(θ_fid)` -> an unfitted IMNN at that fiducial (e.g. a
+            SimulatorIMNN with the same model and simulator; array classes make their data
+            there).
+        target_data: one simulation, of the IMNNs' input_shape.
+        θ_fid: (p,) the first fiducial parameters.
+        n_rounds: the number of fits (>= 1).
+        λ: the regularisation strength of every fit.
+        ε: the covariance tolerance of every fit.
+        rng: a JAX PRNG key, split once per round, for every `fit` (simulator classes need
+            it).
+        **fit_kwargs: further keyword arguments of every `fit` (patience, ...).
+
+    Returns:
+        The rounds, in order; the last one's estimate is the final θ̂.
+
+    Raises:
+        TypeError: `make_imnn` not callable.
+        ValueError: `n_rounds` not a positive int, or `target_data` not one simulation.
     """
     if not callable(make_imnn):
         raise TypeError(f"make_imnn must be a function θ_fid -> IMNN, got {type(make_imnn).__name__}")
