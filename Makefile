@@ -37,7 +37,7 @@ lint: $(VENV)/.dev
 # The documentation site (MkDocs material + mkdocstrings) into site/; --strict fails on any
 # warning: a broken link, a missing page or an API reference that does not resolve.
 docs: $(VENV)/.dev
-	$(BIN)/python -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 docs-serve: $(VENV)/.dev
 	$(BIN)/python -m mkdocs serve
