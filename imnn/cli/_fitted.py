@@ -1,0 +1,59 @@
+"""A fitted IMNN read back from a run directory or .imnn file, and simulations
+read from .npy files, for ``estimate`` and ``lfi``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import EXIT_ERROR, CommandError
+from ._rundir import saved_model
+
+
+def load_fitted(run: Path, backend: str | None = None):
+    """A FittedIMNN for a run directory or .imnn file, on JAX at the precision it
+    was fitted in.
+
+    Args:
+        run: a run directory or an .imnn file.
+        backend: evaluate on this backend (default: the one it was fitted on).
+
+    Returns:
+        A ``persistence.FittedIMNN`` with statistics.
+
+    Raises:
+        CommandError: no checkpoint, a damaged one, or one without statistics.
+    """
+    from imnn.persistence import FittedIMNN
+    saved = saved_model(run)
+    backend = backend or saved.manifest["backend"]
+    dtypes = {entry["dtype"] for name, entry in saved.manifest["arrays"].items()
+              if name.startswith(("w/", "best_w/", "final_w/"))}
+    if backend == "jax" and np.dtype("float64").str in dtypes:
+        import jax
+        jax.config.update("jax_enable_x64", True)
+    fitted = FittedIMNN(saved, backend)
+    if fitted.F is None:
+        raise CommandError(f"{saved.path} has no Fisher statistics yet (the fit has not run)",
+                           EXIT_ERROR)
+    return fitted
+
+
+def read_simulations(path: Path, fitted) -> np.ndarray:
+    """One simulation or a batch from an .npy file, checked against the network's
+    input shape.
+
+    Raises:
+        CommandError: missing, unreadable, or of the wrong shape.
+    """
+    try:
+        d = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CommandError(f"no such file: {path}", EXIT_ERROR) from None
+    except Exception as error:  # noqa: BLE001 - not a readable .npy: one line
+        raise CommandError(f"cannot read {path} as a .npy array: {error}", EXIT_ERROR) from None
+    shape = fitted.input_shape
+    if not isinstance(d, np.ndarray) or d.shape[-len(shape):] != shape or d.ndim > len(shape) + 1:
+        raise CommandError(f"{path} must hold one simulation {shape} or a batch (n,)+{shape}, "
+                           f"got {getattr(d, 'shape', type(d).__name__)}", EXIT_ERROR)
+    return d
