@@ -6,9 +6,9 @@ from pathlib import Path
 from ._arguments import BACKENDS, positive
 from ._config import resolve_config
 from ._errors import CommandError
-from ._job import configure_jax, prepare
+from ._job import configure_jax, make_fitter, prepare
 from ._run import run_fit
-from ._rundir import CHECKPOINT, PREVIOUS
+from ._rundir import RunDirectory, precheck
 
 HELP = "fit the mean/variance toy problem (no files needed)"
 
@@ -53,11 +53,15 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     p.add_argument("--output", type=Path, default=Path("runs/demo"),
                    help="run directory (created; default: runs/demo)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the fit the run directory holds (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     """Run the demo; returns the exit status."""
+    if args.seed < 0:
+        raise CommandError(f"--seed must be from 0 to 2**63 - 2, got {args.seed}")
     config = demo_config(args)
     configure_jax(False, args.devices)
     if args.aggregated:
@@ -71,6 +75,8 @@ def run(args) -> int:
             k for k in range(1, per_device + 1)
             if per_device % k == 0 and 4 * k <= max(per_device, 4))
     config = resolve_config(config, Path.cwd())
-    for name in (CHECKPOINT, PREVIOUS):  # the demo starts afresh every time
-        (args.output / name).unlink(missing_ok=True)
-    return run_fit(prepare(config), args.output, "imnn demo", quiet=args.quiet)
+    precheck(args.output, args.overwrite)
+    job = prepare(config)
+    fitter = make_fitter(job)
+    with RunDirectory(args.output, "imnn demo", new=True, overwrite=args.overwrite) as directory:
+        return run_fit(job, fitter, directory, "imnn demo", quiet=args.quiet)

@@ -155,9 +155,6 @@ def _check_number(value, name: str, learning_rate: bool) -> None:
             raise CommandError(f"{name!r} must be positive, got {value!r}")
 
 
-_NUMERIC = (int, float, complex)
-
-
 def _members(annotation) -> list:
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
@@ -199,7 +196,8 @@ def _accepts(annotation, value) -> bool:
 
 
 def _numeric(origin) -> bool:
-    if origin in _NUMERIC:
+    """Whether an annotation's member takes any number (``int`` takes only integers)."""
+    if origin in (float, complex):
         return True
     module = getattr(origin, "__module__", "")
     return isinstance(origin, type) and (module.startswith(("numpy", "jax"))) and \
@@ -215,7 +213,7 @@ def _expected(annotation, key: str) -> str:
         return "true or false"
     if members and all(m is int for m in members):
         return "an integer"
-    if any(_numeric(typing.get_origin(m) or m) for m in members):
+    if any(_numeric(typing.get_origin(m) or m) or m is int for m in members):
         return "a number"
     names = sorted({getattr(m, "__name__", str(m)) for m in members})
     return "a " + " or ".join(names)

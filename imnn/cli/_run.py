@@ -11,38 +11,48 @@ from pathlib import Path
 
 import numpy as np
 
-from ._job import Job, make_fitter
-from ._rundir import CHECKPOINT, CONFIG, Checkpoints
+from ._errors import EXIT_ERROR, CommandError
+from ._job import Job
+from ._rundir import CHECKPOINT, CONFIG, Checkpoints, RunDirectory
 from ._signals import StopRequest
 from ._toml import to_toml
 
 
-def run_fit(job: Job, run: Path, command: str, saved=None, quiet: bool = False) -> int:
-    """Fit (or, given a saved checkpoint, resume) into the run directory ``run``.
+def run_fit(job: Job, fitter, directory: RunDirectory, command: str, saved=None,
+            quiet: bool = False) -> int:
+    """Fit (or, given a saved checkpoint, resume) into a claimed run directory.
+
+    A new fit that fails before finishing its first iteration leaves nothing
+    behind (``directory.discard()``), so the corrected command may run again.
 
     Args:
         job: the prepared job.
-        run: the run directory.
+        fitter: the IMNN built for it (``_job.make_fitter``).
+        directory: the run directory, claimed (locked) by this process.
         command: ``"imnn fit"`` or ``"imnn demo"``, for the messages.
         saved: the checkpoint to resume from, or None for a new fit.
         quiet: no progress bar.
 
     Returns:
         The exit status.
+
+    Raises:
+        CommandError: the checkpoint does not fit the config, or the fit failed.
     """
     import jax
 
     from imnn import persistence
-    config = job.config
-    run.mkdir(parents=True, exist_ok=True)
+    config, run = job.config, directory.run
     persistence.write_atomically(run / CONFIG, lambda file: file.write(to_toml(config).encode()))
     checkpoints = Checkpoints(run)
-    fitter = make_fitter(job)
     seconds = 0.0
     rng = (np.asarray(jax.random.PRNGKey(config["seed"] + 1)) if job.simulate is not None
            else None)
     if saved is not None:
-        persistence.restore(fitter, saved)
+        try:
+            persistence.restore(fitter, saved)
+        except (ValueError, TypeError) as error:
+            raise CommandError(str(error), EXIT_ERROR) from None
         seconds = saved.metadata.get("seconds", 0.0)
         if saved.metadata.get("rng") is not None:
             rng = np.asarray(saved.metadata["rng"], np.uint32)
@@ -67,27 +77,39 @@ def run_fit(job: Job, run: Path, command: str, saved=None, quiet: bool = False) 
     start_iteration = fitter.fit_iteration
     print(f"{command}: {_describe(fitter)}, backend={fitter.backend}, n_s={fitter.n_s}, "
           + (f"resuming at iteration {start_iteration} of " if saved is not None else "")
-          + f"up to {fit['max_iterations']} iterations")
+          + f"up to {fit['max_iterations']} iterations", flush=True)
     with stop.installed():
-        if saved is None:
-            checkpoints.write(fitter, metadata("running"))
-        with warnings.catch_warnings(record=True) as caught, (
-                contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()):
-            warnings.simplefilter("always")
-            fitter.fit(fit["lambda"], fit["epsilon"], rng=rng, patience=fit["patience"],
-                       min_iterations=fit["min_iterations"],
-                       max_iterations=fit["max_iterations"],
-                       # chunks of iterations: progress, checkpoints and stops at their ends
-                       print_rate=min(every, 100 if quiet else 10),
-                       resume=saved is not None, callback=callback)
+        try:
+            if saved is None:
+                checkpoints.write(fitter, metadata("running"))
+            with warnings.catch_warnings(record=True) as caught, (
+                    contextlib.redirect_stderr(io.StringIO()) if quiet
+                    else contextlib.nullcontext()):
+                warnings.simplefilter("always")
+                fitter.fit(fit["lambda"], fit["epsilon"], rng=rng, patience=fit["patience"],
+                           min_iterations=fit["min_iterations"],
+                           max_iterations=fit["max_iterations"],
+                           # chunks of iterations: progress, checkpoints and stops at their ends
+                           print_rate=min(every, 100 if quiet else 10),
+                           resume=saved is not None, callback=callback)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # noqa: BLE001 - a failed fit: one line, exit status 1
+            kept = "the last checkpoint is kept"
+            if saved is None and fitter.fit_iteration == start_iteration:
+                directory.discard()
+                kept = f"nothing was kept in {run}"
+            raise CommandError(f"the fit failed at iteration {fitter.fit_iteration} "
+                               f"({type(error).__name__}: {error}); {kept}", EXIT_ERROR) from None
         for warning in caught:
             if not (stop.signal is not None and "interrupted" in str(warning.message)):
                 print(f"imnn: warning: {warning.message}", file=sys.stderr)
         if stop.signal is not None:
             return _interrupted(fitter, checkpoints, metadata, stop)
         checkpoints.write(fitter, metadata("finished"))
-    return _report(job, fitter, run, seconds + time.perf_counter() - start,
-                   fitter.fit_iteration - start_iteration)
+    this_run = time.perf_counter() - start
+    return _report(job, fitter, run, seconds + this_run, fitter.fit_iteration - start_iteration,
+                   this_run)
 
 
 def _interrupted(fitter, checkpoints, metadata, stop) -> int:
@@ -108,8 +130,11 @@ def _describe(fitter) -> str:
     return name
 
 
-def _report(job: Job, fitter, run: Path, seconds: float, n_run: int) -> int:
-    """Print how much information the fit reached and write the outputs."""
+def _report(job: Job, fitter, run: Path, seconds: float, n_run: int, this_run: float) -> int:
+    """Print how much information the fit reached and write the outputs.
+
+    ``seconds`` is the fit's time over all its runs; the time per iteration is
+    ``this_run`` (seconds) over the ``n_run`` iterations of this run."""
     reached = float(np.linalg.det(fitter.F))
     analytic = job.simulator.fisher() if job.simulator is not None else None
     expected = None if analytic is None else float(np.linalg.det(analytic))
@@ -129,8 +154,12 @@ def _report(job: Job, fitter, run: Path, seconds: float, n_run: int) -> int:
     else:
         print(f"F = {F}\nanalytic F = {np.array2string(analytic, precision=3)}")
     n_it = fitter.fit_iteration
-    print(f"{n_it} iterations in {seconds:.1f} s"
-          + (f" ({1e3 * seconds / n_run:.2f} ms per iteration)" if n_run else ""))
+    per_iteration = f"{1e3 * this_run / n_run:.2f} ms per iteration" if n_run else ""
+    if n_run == n_it:
+        print(f"{n_it} iterations in {seconds:.1f} s" + (f" ({per_iteration})" if n_run else ""))
+    else:  # resumed: the time per iteration is this run's alone
+        print(f"{n_it} iterations in {seconds:.1f} s in all; this run {n_run} iterations in "
+              f"{this_run:.1f} s" + (f" ({per_iteration})" if n_run else ""))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
