@@ -7,7 +7,7 @@ import sys
 from typing import NamedTuple
 
 from . import _demo, _estimate, _fit, _info, _lfi
-from ._errors import CommandError
+from ._errors import EXIT_ERROR, CommandError
 
 
 class Command(NamedTuple):
@@ -25,7 +25,11 @@ DESCRIPTION = "Information maximising neural networks from the command line."
 
 def parser() -> argparse.ArgumentParser:
     """The ``imnn`` argument parser, one subparser per entry of ``COMMANDS``."""
-    top = argparse.ArgumentParser(prog="imnn", description=DESCRIPTION)
+    from imnn import __version__
+    top = argparse.ArgumentParser(prog="imnn", description=DESCRIPTION,
+                                  epilog="The config reference: docs/guide/cli.md.")
+    top.add_argument("--version", action="version", version=f"imnn {__version__}",
+                     help="print the version and exit")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.module.HELP,
@@ -53,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         print(f"imnn {args.command}: error: {error}", file=sys.stderr)
         return error.code
+    except OSError as error:  # a file system problem (permissions, a full disk): one line
+        where = f" {error.filename}" if error.filename else ""
+        print(f"imnn {args.command}: error:{where}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"imnn {args.command}: interrupted", file=sys.stderr)
         return 130

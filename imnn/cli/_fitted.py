@@ -39,12 +39,21 @@ def load_fitted(run: Path, backend: str | None = None):
     return fitted
 
 
-def read_simulations(path: Path, fitted) -> np.ndarray:
+def read_simulations(path: Path, fitted, allow_nan: bool = False) -> np.ndarray:
     """One simulation or a batch from an .npy file, checked against the network's
     input shape.
 
+    Args:
+        path: the .npy file.
+        fitted: the FittedIMNN (its ``input_shape``).
+        allow_nan: accept NaN and infinite values (their estimates are NaN).
+
+    Returns:
+        The array, ``input_shape`` or ``(n,) + input_shape``.
+
     Raises:
-        CommandError: missing, unreadable, or of the wrong shape.
+        CommandError: missing, unreadable, not numeric, non-finite (unless
+            ``allow_nan``), or of the wrong shape.
     """
     try:
         d = np.load(path, allow_pickle=False)
@@ -56,4 +65,10 @@ def read_simulations(path: Path, fitted) -> np.ndarray:
     if not isinstance(d, np.ndarray) or d.shape[-len(shape):] != shape or d.ndim > len(shape) + 1:
         raise CommandError(f"{path} must hold one simulation {shape} or a batch (n,)+{shape}, "
                            f"got {getattr(d, 'shape', type(d).__name__)}", EXIT_ERROR)
+    if not np.issubdtype(d.dtype, np.number) or np.issubdtype(d.dtype, np.complexfloating):
+        raise CommandError(f"{path} must hold real numbers, got dtype {d.dtype}", EXIT_ERROR)
+    bad = np.size(d) - np.count_nonzero(np.isfinite(d))
+    if bad and not allow_nan:
+        raise CommandError(f"{path} holds {bad} NaN or infinite value(s) of {np.size(d)}: their "
+                           "estimates would be NaN (--allow-nan to estimate anyway)", EXIT_ERROR)
     return d
