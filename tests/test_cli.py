@@ -56,9 +56,14 @@ max_iterations = 100000
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("jax_cache")
-    return {**os.environ, "MPLBACKEND": "Agg", "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    # The command line's own compilation cache, pointed away from ~/.cache.
+    return {**os.environ, "MPLBACKEND": "Agg", "IMNN_COMPILATION_CACHE": str(cache)}
+
+
+@pytest.fixture(autouse=True)
+def no_compilation_cache(monkeypatch):
+    """In-process commands compile without a persistent cache (none under ~/.cache)."""
+    monkeypatch.setenv("IMNN_COMPILATION_CACHE", "off")
 
 
 def imnn_command(env, *args, cwd=None):

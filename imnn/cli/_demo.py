@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._arguments import BACKENDS, positive
+from ._arguments import BACKENDS, add_cache_arguments, positive, use_compilation_cache
 from ._config import resolve_config
 from ._errors import CommandError
 from ._job import configure_jax, make_fitter, prepare
@@ -56,6 +56,7 @@ def add_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the fit the run directory holds (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cache_arguments(p)
 
 
 def run(args) -> int:
@@ -76,6 +77,7 @@ def run(args) -> int:
             if per_device % k == 0 and 4 * k <= max(per_device, 4))
     config = resolve_config(config, Path.cwd())
     precheck(args.output, args.overwrite)
+    use_compilation_cache(args)
     job = prepare(config)
     fitter = make_fitter(job)
     with RunDirectory(args.output, "imnn demo", new=True, overwrite=args.overwrite) as directory:

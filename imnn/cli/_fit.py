@@ -5,7 +5,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from ._arguments import positive
+from ._arguments import add_cache_arguments, positive, use_compilation_cache
 from ._config import read_config, resolve_config
 from ._errors import CommandError
 from ._job import configure_jax, make_fitter, prepare
@@ -41,6 +41,7 @@ def add_arguments(p) -> None:
                    help="with --resume: import this simulator or model named in the "
                         "checkpoint although RUN/config.toml is missing (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cache_arguments(p)
 
 
 def run(args) -> int:
@@ -60,6 +61,7 @@ def run(args) -> int:
     run = Path(config["output"])
     precheck(run, args.overwrite)
     configure_jax(config["x64"], config.get("devices") if config["backend"] == "jax" else None)
+    use_compilation_cache(args)
     job = prepare(config)
     fitter = make_fitter(job)
     with RunDirectory(run, "imnn fit", new=True, overwrite=args.overwrite) as directory:
@@ -85,6 +87,7 @@ def _resume(args) -> int:
             config["fit"]["max_iterations"] = args.max_iterations
         configure_jax(config["x64"],
                       config.get("devices") if config["backend"] == "jax" else None)
+        use_compilation_cache(args)
         job = prepare(config)
         fitter = make_fitter(job)
         return run_fit(job, fitter, directory, "imnn fit", saved, args.quiet)
