@@ -40,6 +40,9 @@ def add_arguments(p) -> None:
     p.add_argument("--allow-import", action="append", default=[], metavar="MODULE:FUNCTION",
                    help="with --resume: import this simulator or model named in the "
                         "checkpoint although RUN/config.toml is missing (repeatable)")
+    p.add_argument("--check", action="store_true",
+                   help="check the config, its files and modules, and build the IMNN, then "
+                        "stop: nothing is fitted or written")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_cache_arguments(p)
 
@@ -64,13 +67,17 @@ def run(args) -> int:
     use_compilation_cache(args)
     job = prepare(config)
     fitter = make_fitter(job)
+    if args.check:
+        print(f"imnn fit: {args.config} is a valid config: {type(fitter).__name__}, "
+              f"n_s={fitter.n_s}, n_d={fitter.n_d}, into {run}")
+        return 0
     with RunDirectory(run, "imnn fit", new=True, overwrite=args.overwrite) as directory:
         return run_fit(job, fitter, directory, "imnn fit", quiet=args.quiet)
 
 
 def _resume(args) -> int:
     run = args.resume
-    for option in ("output", "overwrite"):
+    for option in ("output", "overwrite", "check"):
         if getattr(args, option):
             raise CommandError(f"--{option} does not go with --resume: the run stays in RUN")
     if run.exists() and not run.is_dir():

@@ -111,6 +111,11 @@ def fit_files(run: Path) -> list[Path]:
     return found
 
 
+def leftovers(run: Path) -> list[Path]:
+    """Temporary files of atomic writes into ``run`` that never finished."""
+    return [p for p in fit_files(run) if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
 def holds_fit(run: Path) -> list[Path]:
     """The checkpoints (current, previous or a temporary one) in ``run``: a run
     directory holding any of them holds a fit."""
@@ -228,6 +233,9 @@ class RunDirectory:
                       f"({self.lock.stale})", file=sys.stderr)
             if self.new:
                 self._check_empty()
+            else:
+                for path in leftovers(run):  # of a write that was killed: ours to remove
+                    path.unlink(missing_ok=True)
         except BaseException:
             if self.lock is not None and self.created:  # ours alone: leave nothing behind
                 shutil.rmtree(run, ignore_errors=True)
