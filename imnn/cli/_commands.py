@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except CommandError as error:
-        print(f"imnn {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split("\n"))  # one line, whatever it wraps
+        print(f"imnn {args.command}: error: {message}", file=sys.stderr)
         return error.code
     except OSError as error:  # a file system problem (permissions, a full disk): one line
         where = f" {error.filename}" if error.filename else ""

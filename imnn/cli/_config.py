@@ -149,11 +149,15 @@ def _module_function(name: str, key: str) -> None:
 def _check_regularisation(λ: float, ε: float) -> None:
     # The regularisation rate α(λ, ε) = −ln(ε(λ − 1) + ε²/(1 + ε)) / ε needs a
     # positive argument; checked here so that the fit cannot fail on it later.
-    argument = ε * (λ - 1.0) + ε ** 2 / (1.0 + ε)
+    try:
+        argument = ε * (λ - 1.0) + ε * (ε / (1.0 + ε))
+    except OverflowError:
+        argument = math.inf
     if not (argument > 0 and math.isfinite(argument)):
         raise CommandError(f"'fit.lambda' = {λ} and 'fit.epsilon' = {ε} admit no "
                            f"regularisation rate: ε(λ − 1) + ε²/(1 + ε) = {argument:.4g} must "
-                           "be positive (choose lambda > 1 − ε/(1 + ε), e.g. the default 10)")
+                           "be positive and finite (choose lambda > 1 − ε/(1 + ε), e.g. the "
+                           "defaults lambda = 10, epsilon = 0.1)")
 
 
 def _resolve_simulator(table: dict) -> dict:

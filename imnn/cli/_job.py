@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _optimiser
 from ._config import simulators
-from ._errors import CommandError
+from ._errors import CommandError, one_line
 from ._schema import DATA_ARRAYS, keys_of
 
 
@@ -91,7 +91,7 @@ def import_function(name: str, key: str):
         module = importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - the user's module failed: say how
         raise CommandError(f"{key!r}: cannot import {module_name!r}: "
-                           f"{type(error).__name__}: {error}") from None
+                           f"{one_line(error)}") from None
     found = getattr(module, function, None)
     if not callable(found):
         raise CommandError(f"{key!r}: {module_name} has no function {function!r}")
@@ -116,8 +116,7 @@ def build_model(config: dict):
         try:
             return function()
         except Exception as error:  # noqa: BLE001 - the user's function failed: say how
-            raise CommandError(f"'model': {model}() failed: {type(error).__name__}: "
-                               f"{error}") from None
+            raise CommandError(f"'model': {model}() failed: {one_line(error)}") from None
     from imnn.persistence import model_from_tables
     return model_from_tables(model)
 
@@ -162,7 +161,10 @@ def _prepare_simulator(config: dict, model, optimiser) -> Job:
         try:
             simulator = built_in(**arguments)
         except (TypeError, ValueError) as error:
-            raise CommandError(f"[simulator] {name}: {error}") from None
+            named = [k for k in arguments if k in str(error)]
+            key = ("theta_fid" if named[0] == "θ_fid" else named[0]) if named else None
+            where = f"'simulator.{key}'" if key else "[simulator]"
+            raise CommandError(f"{where}: {name}: {one_line(error)}") from None
         simulate = simulator.simulate if backend == "jax" else simulator.simulate_numpy
         θ_fid, input_shape = np.asarray(simulator.θ_fid), simulator.input_shape
     else:
@@ -173,7 +175,7 @@ def _prepare_simulator(config: dict, model, optimiser) -> Job:
                    else simulate(jax.random.PRNGKey(0), θ_fid))
         except Exception as error:  # noqa: BLE001 - the user's simulator failed: say so
             raise CommandError(f"the simulator {name}(key, θ_fid) failed: "
-                               f"{type(error).__name__}: {error}") from None
+                               f"{one_line(error)}") from None
         input_shape = tuple(np.shape(out[0] if isinstance(out, tuple) else out))
     return Job(config, model, optimiser, θ_fid, input_shape, table["n_s"], table["n_d"],
                simulator=simulator, simulate=simulate)
@@ -183,8 +185,7 @@ def _load(path: str, what: str):
     try:
         return np.load(path, allow_pickle=False)
     except Exception as error:  # noqa: BLE001 - unreadable or not NumPy: one line
-        raise CommandError(f"{what!r}: cannot read {path}: {type(error).__name__}: "
-                           f"{error}") from None
+        raise CommandError(f"{what!r}: cannot read {path}: {one_line(error)}") from None
 
 
 def _read_arrays(table: dict) -> dict:
@@ -205,7 +206,7 @@ def _read_arrays(table: dict) -> dict:
                 except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
                     raise CommandError(f"'data.file': cannot read the array {name!r} of "
                                        f"{table['file']} (truncated or damaged?): "
-                                       f"{type(error).__name__}: {error}") from None
+                                       f"{one_line(error)}") from None
     else:
         arrays = {name: _load(table[name], f"data.{name}") for name in DATA_ARRAYS
                   if name in table}
@@ -267,3 +268,5 @@ def make_fitter(job: Job):
         return imnn.IMNN(**arguments)
     except (TypeError, ValueError) as error:
         raise CommandError(f"cannot build the IMNN: {error}") from None
+    except Exception as error:  # noqa: BLE001 - e.g. the user's simulator, called to check it
+        raise CommandError(f"cannot build the IMNN: {one_line(error)}") from None

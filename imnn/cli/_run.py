@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import EXIT_ERROR, CommandError
+from ._errors import EXIT_ERROR, CommandError, one_line
 from ._job import Job
 from ._rundir import CHECKPOINT, CONFIG, Checkpoints, RunDirectory
 from ._signals import StopRequest
@@ -100,7 +100,7 @@ def run_fit(job: Job, fitter, directory: RunDirectory, command: str, saved=None,
                 directory.discard()
                 kept = f"nothing was kept in {run}"
             raise CommandError(f"the fit failed at iteration {fitter.fit_iteration} "
-                               f"({type(error).__name__}: {error}); {kept}", EXIT_ERROR) from None
+                               f"({one_line(error)}); {kept}", EXIT_ERROR) from None
         for warning in caught:
             if not (stop.signal is not None and "interrupted" in str(warning.message)):
                 print(f"imnn: warning: {warning.message}", file=sys.stderr)
