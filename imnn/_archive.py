@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -235,7 +236,7 @@ def read_archive(path, versions: tuple[int, ...], format_name: str) -> tuple[dic
     except DamagedFileError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-            NotImplementedError, RuntimeError) as error:
+            NotImplementedError, RuntimeError, zlib.error) as error:
         # zipfile's own errors: a truncated archive, a bad CRC, an unknown compression.
         raise DamagedFileError(f"{path} is damaged (truncated or corrupted): "
                                f"{type(error).__name__}: {error}") from None
@@ -290,7 +291,7 @@ def _array_entries(path, manifest) -> dict:
     entries = manifest.get("arrays")
     if not isinstance(entries, dict):
         raise damaged(path, "manifest key 'arrays' is missing or not a table")
-    checked, members = {}, set()
+    checked, members = {}, {}  # member -> the array it holds
     for name, entry in entries.items():
         at = f"manifest key arrays[{name!r}]"
         if not isinstance(entry, dict):
@@ -299,10 +300,12 @@ def _array_entries(path, manifest) -> dict:
             if key not in entry:
                 raise damaged(path, f"{at} has no {key!r}")
         member, shape, dtype, digest = (entry[k] for k in ("member", "shape", "dtype", "sha256"))
-        if not isinstance(member, str) or not member.startswith("arrays/") or member in members:
-            raise damaged(path, f"{at}.member must name an arrays/ member of its own, "
-                                f"got {member!r}")
-        members.add(member)
+        if not isinstance(member, str) or not member.startswith("arrays/"):
+            raise damaged(path, f"{at}.member must name an arrays/ member, got {member!r}")
+        if member in members:
+            raise damaged(path, f"{at}.member {member!r} is already the member of array "
+                                f"{members[member]!r}")
+        members[member] = name
         if not (isinstance(shape, list) and len(shape) <= 32 and all(
                 isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
             raise damaged(path, f"{at}.shape must be a list of non-negative integers, "

@@ -86,17 +86,17 @@ def check(path, m: dict, arrays: dict) -> None:
                             "(manifest key 'arrays')")
 
     sizes = {"p": p, "s": s}
-    shaped = {"θ_fid": ((p,), "n_params"), "δθ": ((p,), "n_params"),
-              "max_logdetF": ((), None)}
-    shaped.update({f"statistics/{name}": (tuple(sizes[a] for a in axes),
-                                          "n_params and n_summaries")
-                   for name, axes in _STATISTICS.items()})
-    for name, (shape, key) in shaped.items():
+    keys = {"p": "'n_params'", "s": "'n_summaries'"}
+    shaped = {"θ_fid": ("p",), "δθ": ("p",), "max_logdetF": ()}
+    shaped.update({f"statistics/{name}": axes for name, axes in _STATISTICS.items()})
+    for name, axes in shaped.items():
         if name not in arrays:
             continue
-        array = arrays[name]
+        array, shape = arrays[name], tuple(sizes[a] for a in axes)
         if array.shape != shape:
-            because = f" (manifest key {key!r})" if key else ""
+            named = sorted({keys[a] for a in axes})
+            because = (f" (manifest key{'s' if len(named) > 1 else ''} {' and '.join(named)})"
+                       if named else "")
             raise damaged(path, f"array {name!r} has shape {array.shape}, the manifest gives "
                                 f"{shape}{because}")
         if array.dtype.kind != "f":
@@ -172,12 +172,12 @@ def _check_layers(path, m, arrays):
                             f"layers of manifest key 'model' {[p for p, *_ in expected]}")
     stored = set(m["weights"].values())
     for k, (key_path, kernel, i, table) in enumerate(expected):
-        for name in sorted(stored):
+        for name in [n for n in _WEIGHTS if n in stored]:
             array = arrays[f"{name}/{k}"]
             if array.shape != kernel:
                 raise damaged(path, f"array '{name}/{k}' (weight {key_path} of layer {i}, "
-                                    f"{table}) has shape {array.shape}, manifest key 'model' "
-                                    f"gives {kernel}")
+                                    f"{table}) has shape {array.shape}, manifest keys 'model' "
+                                    f"and 'input_shape' give {kernel}")
             if array.dtype.kind != "f":
                 raise damaged(path, f"array '{name}/{k}' (weight {key_path} of layer {i}) has "
                                     f"dtype {array.dtype}, not a float")
