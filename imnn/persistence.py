@@ -365,8 +365,8 @@ def _weights_into(saved, target, runtime, what) -> dict:
     difference = _first_difference(m["weight_paths"], saved.weight_leaves("w"), target_paths,
                                    target_leaves)
     if difference:
-        raise ValueError(f"the weights in {saved.path} (a {m['model_kind']} model"
-                         f"{' ' + m['model_type'] if m['model_type'] else ''}) do not fit "
+        raise ValueError(f"the weights in {saved.path} (model kind {m['model_kind']}"
+                         f"{', ' + m['model_type'] if m['model_type'] else ''}) do not fit "
                          f"{what}: {difference}")
     placed = {}
     for name in set(m["weights"].values()):
@@ -474,14 +474,14 @@ def _model_for(saved, model):
     saved_kind = m["model_kind"] + (f" ({m['model_type']})" if m["model_type"] else "")
     if model is None:
         if m["model_kind"] != "imnn.nn":
-            raise ValueError(f"{path} holds the weights of a {saved_kind} model, which the "
-                             "file does not describe: give the model again, "
+            raise ValueError(f"{path} holds the weights of a model of kind {saved_kind}, "
+                             "which the file does not describe: give the model again, "
                              "imnn.load(path, model=...)")
         return model_from_tables(m["model"], f"{path}: model")
     kind = model_kind(model)
     if kind != m["model_kind"]:
-        raise ValueError(f"{path} holds the weights of a {saved_kind} model; model= is a "
-                         f"{kind} model: give the same kind of model it was fitted with")
+        raise ValueError(f"{path} holds the weights of a model of kind {saved_kind}; model= "
+                         f"is of kind {kind}: give the same kind of model it was fitted with")
     if kind == "imnn.nn" and model_to_tables(model) != m["model"]:
         raise ValueError(f"model= is not the model of {path}: its model is {m['model']}, "
                          f"model= is {model_to_tables(model)}")

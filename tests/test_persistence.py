@@ -201,7 +201,7 @@ def test_other_model_kinds_save_and_need_the_model_to_load(tmp_path):
                                optax.adam(1e-3), jax.random.PRNGKey(0), fid, der)
     path = imnn.save(fitter, tmp_path / "stax.imnn")
     assert persistence.read(path).model_kind == "init_apply"
-    with pytest.raises(ValueError, match=r"init_apply model.*imnn.load\(path, model=...\)"):
+    with pytest.raises(ValueError, match=r"model of kind init_apply.*imnn.load\(path, model=...\)"):
         imnn.load(path)
 
 

@@ -87,13 +87,13 @@ def test_extra_leaf_and_dtype_are_named():
 
 def test_model_kinds_do_not_mix(stax_fit, tmp_path):
     _, stax_path = stax_fit
-    with pytest.raises(ValueError, match=r"init_apply model; model= is a imnn.nn model"):
+    with pytest.raises(ValueError, match=r"model of kind init_apply; model= is of kind imnn.nn"):
         imnn.load(stax_path, model=mlp(8, depth=1))
     with pytest.raises(TypeError, match="reference backends only run imnn.nn"):
         imnn.load(stax_path, backend="numpy", model=stax_model(8))
     nn_fitter = gradient_imnn(mlp(4, depth=1))
     nn_path = imnn.save(nn_fitter, tmp_path / "nn.imnn")
-    with pytest.raises(ValueError, match="imnn.nn model; model= is a init_apply model"):
+    with pytest.raises(ValueError, match="model of kind imnn.nn; model= is of kind init_apply"):
         imnn.load(nn_path, model=stax_model(4))
     with pytest.raises(ValueError, match="its model_kind is 'imnn.nn', here it is 'init_apply'"):
         persistence.restore(gradient_imnn(stax_model(4)), nn_path)
