@@ -85,7 +85,12 @@ def check(self):
         pause()  # iterations done since the last checkpoint are in memory only
     return real_check(self)
 
-persistence.save, persistence.write_atomically = save, write_atomically
+try:  # the module whose write_atomically the checkpoint writer calls
+    import imnn._archive as archive
+except ImportError:
+    archive = persistence
+real_write = archive.write_atomically
+persistence.save, archive.write_atomically = save, write_atomically
 _signals.StopRequest.check = check
 from imnn.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -319,3 +324,43 @@ def test_resume_refuses_edits_and_modules_it_was_not_given(faults, tmp_path, cap
     finally:
         sys.path.remove(str(tmp_path))
     assert not (tmp_path / "imported").exists()
+
+
+STAX = """
+from jax.example_libraries import stax
+
+
+def model():
+    return stax.serial(stax.Dense(8), stax.Elu, stax.Dense(2))
+"""
+
+
+def test_a_model_from_a_module_fits_resumes_and_estimates(env, tmp_path, capsys, monkeypatch):
+    (tmp_path / "stax_model_cli.py").write_text(STAX)
+    (tmp_path / "fit.toml").write_text(CONFIG.replace(
+        'model = [{type = "Dense", features = 8}, {type = "Elu"}, {type = "Dense", features = 2}]',
+        'model = "stax_model_cli:model"').replace("x64 = true", "x64 = false"))
+    first = imnn_command(env, "fit", "fit.toml", "--output", "run", "--max-iterations", 10,
+                         "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = imnn_command(env, "fit", "--resume", "run", "--max-iterations", 15, "--quiet",
+                           cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at iteration 10 of up to 15" in resumed.stdout
+    saved = persistence.read(tmp_path / "run" / cli.CHECKPOINT)
+    assert saved.manifest["model_kind"] == "init_apply" and saved.manifest["fit_iteration"] == 15
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import stax_model_cli
+    d = np.random.default_rng(0).normal(size=(3, 10))
+    np.save(tmp_path / "d.npy", d)
+    expected = persistence.load(tmp_path / "run" / cli.CHECKPOINT,
+                                model=stax_model_cli.model()).get_estimate(d)
+    for args in (["run"], ["run/checkpoint.imnn", "--model", "stax_model_cli:model"]):
+        assert cli.main(["estimate", args[0], "d.npy", *args[1:]]) == 0
+        printed = [[float(v) for v in line.split()] for line in
+                   capsys.readouterr().out.splitlines()]
+        np.testing.assert_allclose(printed, expected, rtol=1e-6)
+    assert cli.main(["estimate", "run/checkpoint.imnn", "d.npy"]) == 2
+    assert "name the function that builds it with --model" in capsys.readouterr().err

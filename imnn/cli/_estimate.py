@@ -16,6 +16,9 @@ HELP = "θ̂ for each simulation in a .npy file"
 def add_arguments(p) -> None:
     """The estimate's options."""
     p.add_argument("run", type=Path, help="run directory or .imnn file")
+    p.add_argument("--model", metavar="MODULE:FUNCTION",
+                   help="the function that builds the model, for models other than imnn.nn "
+                        "layers (default: the one RUN/config.toml names)")
     p.add_argument("data", type=Path, help=".npy: one simulation or a batch (n,)+input_shape")
     p.add_argument("--output", type=Path, help="also write the estimates to this .npy file")
     p.add_argument("--allow-nan", action="store_true",
@@ -28,7 +31,7 @@ def run(args) -> int:
     """Print (and write) the estimates; returns the exit status."""
     if args.output is not None:
         _check_output(args.output)
-    fitted = load_fitted(args.run, args.backend)
+    fitted = load_fitted(args.run, args.backend, args.model)
     θ̂ = np.asarray(fitted.get_estimate(read_simulations(args.data, fitted, args.allow_nan)),
                    np.float64)
     for row in np.atleast_2d(θ̂):

@@ -2,27 +2,36 @@
 read from .npy files, for ``estimate`` and ``lfi``."""
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from ._errors import EXIT_ERROR, CommandError
-from ._rundir import saved_model
+from ._job import build_model
+from ._rundir import CONFIG, saved_model
 
 
-def load_fitted(run: Path, backend: str | None = None):
+def load_fitted(run: Path, backend: str | None = None, model: str | None = None):
     """A FittedIMNN for a run directory or .imnn file, on JAX at the precision it
     was fitted in.
+
+    A model other than imnn.nn layers is not described by the file: it is built
+    again by the ``module:function`` that ``model`` names, or, for a run
+    directory, that ``RUN/config.toml`` names. A name stored in the checkpoint
+    itself is never imported.
 
     Args:
         run: a run directory or an .imnn file.
         backend: evaluate on this backend (default: the one it was fitted on).
+        model: ``module:function`` returning the model (for other model kinds).
 
     Returns:
         A ``persistence.FittedIMNN`` with statistics.
 
     Raises:
-        CommandError: no checkpoint, a damaged one, or one without statistics.
+        CommandError: no checkpoint, a damaged one, one without statistics, or a
+            model that cannot be built or does not fit the file.
     """
     from imnn.persistence import FittedIMNN
     saved = saved_model(run)
@@ -32,11 +41,35 @@ def load_fitted(run: Path, backend: str | None = None):
     if backend == "jax" and np.dtype("float64").str in dtypes:
         import jax
         jax.config.update("jax_enable_x64", True)
-    fitted = FittedIMNN(saved, backend)
+    built = None
+    kind = saved.manifest.get("model_kind", "imnn.nn")
+    if model is not None or kind != "imnn.nn":
+        name = model or _configured_model(run)
+        if name is None:
+            raise CommandError(f"{saved.path} holds a model of kind {kind}, which the file does "
+                               "not describe: name the function that builds it with --model "
+                               "module:function")
+        built = build_model({"model": name})
+    try:
+        fitted = FittedIMNN(saved, backend, built)
+    except (TypeError, ValueError) as error:
+        raise CommandError(str(error), EXIT_ERROR) from None
     if fitted.F is None:
         raise CommandError(f"{saved.path} has no Fisher statistics yet (the fit has not run)",
                            EXIT_ERROR)
     return fitted
+
+
+def _configured_model(run: Path) -> str | None:
+    """The ``module:function`` model RUN/config.toml names, if any."""
+    path = run / CONFIG
+    if not (run.is_dir() and path.is_file()):
+        return None
+    try:
+        model = tomllib.loads(path.read_text()).get("model")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
+        raise CommandError(f"cannot read {path}: {error}") from None
+    return model if isinstance(model, str) else None
 
 
 def read_simulations(path: Path, fitted, allow_nan: bool = False) -> np.ndarray:

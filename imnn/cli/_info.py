@@ -36,9 +36,15 @@ def run(args) -> int:
     lines.append(f"class: {m['class']}, backend {m['backend']}, n_s={m['n_s']}, n_d={m['n_d']}, "
                  f"n_params={m['n_params']}, n_summaries={m['n_summaries']}, "
                  f"input_shape={tuple(m['input_shape'])}")
-    lines.append("model: " + " → ".join(
-        layer["type"] + "(" + ", ".join(f"{k}={v}" for k, v in layer.items() if k != "type") + ")"
-        for layer in m["model"]))
+    if m.get("model") is not None:
+        lines.append("model: " + " → ".join(
+            layer["type"] + "(" + ", ".join(f"{k}={v}" for k, v in layer.items()
+                                            if k != "type") + ")"
+            for layer in m["model"]))
+    else:
+        kind = m.get("model_kind", "?") + (f" ({m['model_type']})" if m.get("model_type") else "")
+        built = meta.get("config", {}).get("model")
+        lines.append(f"model: {kind}" + (f", built by {built}" if isinstance(built, str) else ""))
     lines.append(f"θ_fid: {arrays['θ_fid'].tolist()}")
     n = len(history["detF"])
     if n:

@@ -223,6 +223,24 @@ def _read_arrays(table: dict) -> dict:
     return arrays
 
 
+def summary_shape(model, input_shape: tuple, backend: str) -> tuple:
+    """The shape of the summaries ``model`` makes of one simulation.
+
+    Args:
+        model: an imnn.nn model or another kind the backend runs.
+        input_shape: the shape of one simulation.
+        backend: the backend's name.
+
+    Returns:
+        The output shape.
+    """
+    import imnn
+    if imnn.nn.is_model(model):
+        return imnn.nn.output_shape(model, input_shape)
+    from imnn.runtime import make_backend
+    return tuple(make_backend(backend).network(model, tuple(input_shape)).output_shape)
+
+
 def make_fitter(job: Job):
     """The IMNN the job describes, its class chosen by ``imnn.IMNN``.
 
@@ -241,10 +259,10 @@ def make_fitter(job: Job):
     import imnn
     config = job.config
     try:
-        shape = imnn.nn.output_shape(job.model, job.input_shape)
-    except (ValueError, TypeError) as error:
+        shape = summary_shape(job.model, job.input_shape, config["backend"])
+    except Exception as error:  # noqa: BLE001 - the user's model failed on the input shape
         raise CommandError(f"'model' does not take simulations of shape {job.input_shape}: "
-                           f"{error}") from None
+                           f"{one_line(error)}") from None
     if len(shape) != 1:
         raise CommandError(f"'model' must end in a 1-D summary, its output has shape {shape}")
     arguments = dict(n_s=job.n_s, n_d=job.n_d, n_params=len(job.θ_fid), n_summaries=shape[0],

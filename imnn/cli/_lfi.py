@@ -16,6 +16,9 @@ HELP = "Gaussian-approximation posterior of target data"
 def add_arguments(p) -> None:
     """The lfi command's options."""
     p.add_argument("run", type=Path, help="run directory or .imnn file")
+    p.add_argument("--model", metavar="MODULE:FUNCTION",
+                   help="the function that builds the model, for models other than imnn.nn "
+                        "layers (default: the one RUN/config.toml names)")
     p.add_argument("target", type=Path, help=".npy: one target simulation or several")
     p.add_argument("--low", type=float, nargs="+", help="prior box (default θ̂ − 5σ)")
     p.add_argument("--high", type=float, nargs="+", help="prior box (default θ̂ + 5σ)")
@@ -26,7 +29,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     """Print each target's posterior mean and std per parameter; returns the exit status."""
     from imnn.lfi import GaussianApproximation, Uniform
-    fitted = load_fitted(args.run)
+    fitted = load_fitted(args.run, model=args.model)
     θ̂ = np.atleast_2d(np.asarray(fitted.get_estimate(read_simulations(args.target, fitted)),
                                 np.float64))
     σ = np.sqrt(np.diag(fitted.invF))
