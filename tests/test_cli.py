@@ -17,11 +17,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import exact_data
 
 import imnn
 from imnn import cli, persistence
-
-from conftest import exact_data
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("imnn")
@@ -333,14 +332,14 @@ def test_written_config_reads_back_the_same(tmp_path):
     assert cli.resolve_config(tomllib.loads(cli.to_toml(config)), tmp_path) == config
 
 
-def test_readme_config_is_valid(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Command line"):]
-    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
-    (tmp_path / "readme.toml").write_text(block)
-    config = cli.read_config(tmp_path / "readme.toml")
+def test_documented_config_is_valid(tmp_path):
+    page = (ROOT / "docs" / "guide" / "cli.md").read_text()
+    block = re.search(r"```toml\n(output = .*?)```", page, re.S).group(1)
+    (tmp_path / "documented.toml").write_text(block)
+    config = cli.read_config(tmp_path / "documented.toml")
     assert config["simulator"]["name"] == "gaussian_mean_variance"
     assert config["fit"]["max_iterations"] == 3000 and len(config["model"]) == 5
+    assert config["optimiser"]["learning_rate"]["schedule"] == "cosine_decay"
 
 
 def test_estimate_errors_are_clear(interrupted, tmp_path, capsys):

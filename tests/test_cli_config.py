@@ -5,7 +5,9 @@ non-finite data; --version and the help texts."""
 import argparse
 import re
 import sys
+import tomllib
 import zipfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -238,3 +240,32 @@ def test_version_and_help(capsys):
         for action in parser._actions:
             assert action.help, f"imnn {name} {action.option_strings or action.dest}"
     assert sys.modules["imnn.cli"].main is cli.main
+
+
+def test_the_documentation_describes_every_key_and_its_examples_run(tmp_path):
+    page = (Path(__file__).resolve().parent.parent / "docs" / "guide" / "cli.md").read_text()
+    for key in _schema.SCHEMA:
+        table, _, name = key.name.rpartition(".")
+        shown = f"`[{name}]`" if key.kind == "table" else f"`{name}`"
+        assert shown in page and (not table or f"`[{table}]`" in page), key.name
+    for option in ("--overwrite", "--allow-import", "--compilation-cache",
+                   "--no-compilation-cache", "--allow-nan", "--check", "--model"):
+        assert option in page, option
+    blocks = re.findall(r"```(toml|python)\n(.*?)```", page, re.S)
+    for n, (language, text) in enumerate(blocks):
+        if language == "python":
+            namespace = {}
+            exec(compile(text, f"cli.md block {n}", "exec"), namespace)
+            init, apply = namespace["model"]()
+            assert callable(init) and callable(apply)
+        elif "model" in text:
+            config = cli.read_config(write_text(tmp_path / f"block{n}.toml", text))
+            assert config["optimiser"]["learning_rate"]["decay_steps"] == 3000
+        else:  # an [optimiser] fragment: complete it with the base config's other tables
+            fragment = tomllib.loads(text)
+            cli.resolve_config({**BASE, **fragment}, tmp_path)
+
+
+def write_text(path, text):
+    path.write_text(text)
+    return path
