@@ -261,8 +261,8 @@ def make_fitter(job: Job):
     try:
         shape = summary_shape(job.model, job.input_shape, config["backend"])
     except Exception as error:  # noqa: BLE001 - the user's model failed on the input shape
-        raise CommandError(f"'model' does not take simulations of shape {job.input_shape}: "
-                           f"{one_line(error)}") from None
+        raise CommandError(f"'model' cannot summarise simulations of shape {job.input_shape} "
+                           f"on the {config['backend']} backend: {one_line(error)}") from None
     if len(shape) != 1:
         raise CommandError(f"'model' must end in a 1-D summary, its output has shape {shape}")
     arguments = dict(n_s=job.n_s, n_d=job.n_d, n_params=len(job.θ_fid), n_summaries=shape[0],
