@@ -118,6 +118,10 @@ def resumed_config(saved, run: Path, allowed: list[str]) -> dict:
             ``allowed`` names.
     """
     config = _copy(saved.metadata["config"])
+    try:  # written by an earlier imnn: compare with today's defaults filled in
+        config = resolve_config(_copy(config), run, default_output=config["output"])
+    except (CommandError, KeyError, TypeError):
+        pass
     path = run / CONFIG
     named = set(allowed)
     if path.is_file():
