@@ -28,6 +28,7 @@ The optimiser state's structure comes likewise from the optimiser given again.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -90,6 +91,11 @@ def save(fitter, path, metadata: dict | None = None) -> Path:
     path = Path(path)
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must hold only what JSON can (dicts with string keys, "
+                        f"lists, strings, numbers, booleans, None): {error}") from None
     kind = model_kind(fitter.model)
     weight_paths = key_paths(fitter.w)[0]
     arrays = {"θ_fid": fitter.θ_fid}
