@@ -25,6 +25,8 @@ from imnn.persistence import DamagedFileError
 
 from conftest import INPUT_SHAPE, exact_data, mlp, θ_FID
 
+pytestmark = pytest.mark.xdist_group("persistence_files")  # one worker: one module fixture
+
 D = exact_data(jax.random.PRNGKey(9), 4, 1)[0]
 
 

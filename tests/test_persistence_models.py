@@ -15,6 +15,8 @@ from imnn._leaves import first_difference
 
 from conftest import INPUT_SHAPE, exact_data, mlp, θ_FID
 
+pytestmark = pytest.mark.xdist_group("persistence_models")  # one worker: one module fixture
+
 V1_FILE = Path(__file__).parent / "data" / "format_v1.imnn"
 
 
