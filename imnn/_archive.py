@@ -81,8 +81,8 @@ def write_archive(path, manifest: dict, arrays: dict) -> None:
         member = f"arrays/{k}.npy"
         members[member], entry = encode_array(value)
         entries[name] = {"member": member, **entry}
-    text = json.dumps({**manifest, "arrays": entries}, indent=1, ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    text = json.dumps({**manifest, "arrays": entries}, indent=1,
+                      ensure_ascii=False).encode("utf-8")
 
     def write(file):
         with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
@@ -228,18 +228,19 @@ def read_archive(path, versions: tuple[int, ...], format_name: str) -> tuple[dic
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such .imnn file: {path}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            manifest = _read_manifest(path, archive, versions, format_name)
-            arrays = {name: _read_array(path, archive, name, entry)
-                      for name, entry in _array_entries(path, manifest).items()}
-    except DamagedFileError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-            NotImplementedError, RuntimeError, zlib.error) as error:
-        # zipfile's own errors: a truncated archive, a bad CRC, an unknown compression.
-        raise DamagedFileError(f"{path} is damaged (truncated or corrupted): "
-                               f"{type(error).__name__}: {error}") from None
+    with open(path, "rb") as file:  # not finding or not being allowed to read it is no damage
+        try:
+            with zipfile.ZipFile(file) as archive:
+                manifest = _read_manifest(path, archive, versions, format_name)
+                arrays = {name: _read_array(path, archive, name, entry)
+                          for name, entry in _array_entries(path, manifest).items()}
+        except DamagedFileError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+                NotImplementedError, RuntimeError, zlib.error) as error:
+            # zipfile's own errors: a truncated archive, a bad CRC, an unknown compression.
+            raise DamagedFileError(f"{path} is damaged (truncated or corrupted): "
+                                   f"{type(error).__name__}: {error}") from None
     return manifest, arrays
 
 

@@ -183,9 +183,38 @@ def _check_layers(path, m, arrays):
                                     f"dtype {array.dtype}, not a float")
 
 
+def upgrade_v1(path, manifest, arrays):
+    """A version 1 file (imnn.nn models only, weights stored as ``w/i/j``) in
+    the version 2 form."""
+    layers = manifest.get("weight_layers")
+    n_state = manifest.get("state_leaves")
+    if not (isinstance(layers, list) and all(isinstance(n, int) and not isinstance(n, bool)
+                                             and 0 <= n <= 2 for n in layers)):
+        raise damaged(path, f"manifest key 'weight_layers' must be a list of per-layer leaf "
+                            f"counts, got {layers!r}")
+    if isinstance(n_state, bool) or not isinstance(n_state, int) or n_state < 0:
+        raise damaged(path, f"manifest key 'state_leaves' must be a count, got {n_state!r}")
+    positions = [(i, j) for i, n in enumerate(layers) for j in range(n)]
+    renamed = {}
+    for name, value in arrays.items():
+        parts = name.split("/")
+        if parts[0] in _WEIGHTS and len(parts) == 3:
+            try:
+                name = f"{parts[0]}/{positions.index((int(parts[1]), int(parts[2])))}"
+            except ValueError:
+                raise damaged(path, f"array {name!r} is not one of weight_layers "
+                                    f"{layers}") from None
+        renamed[name] = value
+    manifest = {k: v for k, v in manifest.items() if k not in ("weight_layers", "state_leaves")}
+    manifest.update(model_kind="imnn.nn", model_type=None,
+                    weight_paths=[f"[{i}][{j}]" for i, j in positions],
+                    state_paths=[f"<leaf {k}>" for k in range(n_state)])
+    return manifest, renamed
+
+
 def _short(value, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-__all__ = ["check", "history_keys"]
+__all__ = ["check", "history_keys", "upgrade_v1"]

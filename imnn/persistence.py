@@ -28,18 +28,20 @@ The optimiser state's structure comes likewise from the optimiser given again.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from jax import tree_util
 
 from . import nn
-from ._archive import (DamagedFileError, damaged, leftover_temporaries, read_archive,
+from ._archive import (DamagedFileError, leftover_temporaries, read_archive,
                        remove_leftover_temporaries, write_archive, write_atomically)
-from ._manifest import check, history_keys
+from ._leaves import dtype_of, first_difference, key_paths, like, unknown_path
+from ._manifest import check, history_keys, upgrade_v1
 from ._tables import model_from_tables, model_to_tables
 from .classes import _IMNN
 from .runtime import BACKENDS, make_backend
@@ -68,12 +70,6 @@ def model_kind(model) -> str:
                     f"{type(model).__name__}")
 
 
-def _paths(tree) -> tuple[list[str], list, Any]:
-    """(key paths as strings, leaves, treedef) of a pytree."""
-    flat, treedef = tree_util.tree_flatten_with_path(tree)
-    return [tree_util.keystr(p) for p, _ in flat], [leaf for _, leaf in flat], treedef
-
-
 # --- writing ------------------------------------------------------------------------------
 
 def save(fitter, path, metadata: dict | None = None) -> Path:
@@ -95,8 +91,13 @@ def save(fitter, path, metadata: dict | None = None) -> Path:
     path = Path(path)
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must hold only what JSON can (dicts with string keys, "
+                        f"lists, strings, numbers, booleans, None): {error}") from None
     kind = model_kind(fitter.model)
-    weight_paths = _paths(fitter.w)[0]
+    weight_paths = key_paths(fitter.w)[0]
     arrays = {"θ_fid": fitter.θ_fid}
     if getattr(fitter, "δθ", None) is not None:
         arrays["δθ"] = fitter.δθ
@@ -105,11 +106,11 @@ def save(fitter, path, metadata: dict | None = None) -> Path:
         w = getattr(fitter, name)
         stored[name] = next((other for other in stored if getattr(fitter, other) is w), name)
         if stored[name] == name:
-            paths, leaves, _ = _paths(w)
+            paths, leaves, _ = key_paths(w)
             if paths != weight_paths:
                 raise ValueError(f"{name} and w have different structures")
             arrays.update({f"{name}/{k}": leaf for k, leaf in enumerate(leaves)})
-    state_paths, state, _ = _paths(getattr(fitter, "state", None))
+    state_paths, state, _ = key_paths(getattr(fitter, "state", None))
     state_paths = getattr(fitter, "state_paths", state_paths)
     arrays.update({f"state/{k}": leaf for k, leaf in enumerate(state)})
     arrays.update({f"history/{key}": value for key, value in fitter.history.items()})
@@ -211,38 +212,9 @@ def read(path) -> Saved:
     path = Path(path)
     manifest, arrays = read_archive(path, READS, FORMAT)
     if manifest["version"] == 1:
-        manifest, arrays = _upgrade(path, manifest, arrays)
+        manifest, arrays = upgrade_v1(path, manifest, arrays)
     check(path, manifest, arrays)
     return Saved(path, manifest, arrays)
-
-
-def _upgrade(path, manifest, arrays):
-    """A version 1 file (imnn.nn models only, weights stored as ``w/i/j``) in
-    the version 2 form."""
-    layers = manifest.get("weight_layers")
-    n_state = manifest.get("state_leaves")
-    if not (isinstance(layers, list) and all(isinstance(n, int) and not isinstance(n, bool)
-                                             and 0 <= n <= 2 for n in layers)):
-        raise damaged(path, f"manifest key 'weight_layers' must be a list of per-layer leaf "
-                            f"counts, got {layers!r}")
-    if isinstance(n_state, bool) or not isinstance(n_state, int) or n_state < 0:
-        raise damaged(path, f"manifest key 'state_leaves' must be a count, got {n_state!r}")
-    positions = [(i, j) for i, n in enumerate(layers) for j in range(n)]
-    renamed = {}
-    for name, value in arrays.items():
-        parts = name.split("/")
-        if parts[0] in WEIGHTS and len(parts) == 3:
-            try:
-                name = f"{parts[0]}/{positions.index((int(parts[1]), int(parts[2])))}"
-            except ValueError:
-                raise damaged(path, f"array {name!r} is not one of weight_layers "
-                                    f"{layers}") from None
-        renamed[name] = value
-    manifest = {k: v for k, v in manifest.items() if k not in ("weight_layers", "state_leaves")}
-    manifest.update(model_kind="imnn.nn", model_type=None,
-                    weight_paths=[f"[{i}][{j}]" for i, j in positions],
-                    state_paths=[f"<leaf {k}>" for k in range(n_state)])
-    return manifest, renamed
 
 
 def load(path, backend: str | None = None, model=None) -> FittedIMNN:
@@ -304,17 +276,17 @@ def restore(fitter, saved):
         raise ValueError(f"cannot restore {saved.path}: it was fitted at θ_fid = "
                          f"{saved.arrays['θ_fid']}, this object has θ_fid = {fitter.θ_fid}")
     weights = _weights_into(saved, fitter.w, fitter.runtime, "this object's model")
-    template_paths, template, treedef = _paths(fitter.optimiser.init(weights["final_w"]))
+    template_paths, template, treedef = key_paths(fitter.optimiser.init(weights["final_w"]))
     leaves = saved.state_leaves()
-    difference = _first_difference(m["state_paths"], leaves, template_paths, template,
-                                   by_path=not any(map(_unknown_path, m["state_paths"])))
+    difference = first_difference(m["state_paths"], leaves, template_paths, template,
+                                   by_path=not any(map(unknown_path, m["state_paths"])))
     if difference:
         raise ValueError(f"cannot restore {saved.path}: its optimiser state does not fit the "
                          f"optimiser of this object ({difference}); give the optimiser it "
                          "was fitted with")
     fitter.w, fitter.best_w, fitter.final_w = (weights[name] for name in WEIGHTS)
     fitter.state = tree_util.tree_unflatten(
-        treedef, [_like(a, t) for a, t in zip(leaves, template)])
+        treedef, [like(a, t) for a, t in zip(leaves, template)])
     fitter.history = saved.history()
     fitter.fit_iteration, fitter.patience_counter = m["fit_iteration"], m["patience_counter"]
     fitter._max_logdetF = float(saved.arrays["max_logdetF"])
@@ -323,46 +295,13 @@ def restore(fitter, saved):
     return fitter
 
 
-def _unknown_path(path: str) -> bool:
-    """Version 1 files did not keep the state's key paths: "<leaf k>" stands in."""
-    return path.startswith("<leaf ")
-
-
-def _first_difference(paths, leaves, target_paths, target, by_path=True) -> str | None:
-    """The first leaf, in tree order, at which (paths, leaves) and
-    (target_paths, target) differ, in words, or None. A floating leaf may
-    differ in precision only."""
-    for k in range(max(len(leaves), len(target))):
-        mine = paths[k] if k < len(paths) else None
-        theirs = target_paths[k] if k < len(target_paths) else None
-        if by_path and mine != theirs:
-            if theirs is not None and theirs not in paths:
-                return f"leaf {theirs} is in the model but not in the file"
-            if mine is not None and mine not in target_paths:
-                return f"leaf {mine} is in the file but not in the model"
-            return f"leaf {k} is {mine} in the file but {theirs} in the model"
-        if k >= len(leaves) or k >= len(target):
-            return f"the file has {len(leaves)} leaves, the model {len(target)}"
-        a, t = leaves[k], target[k]
-        if np.shape(a) != np.shape(t):
-            return f"leaf {theirs} has shape {np.shape(a)} in the file, {np.shape(t)} in the model"
-        a_dtype, t_dtype = _dtype(a), _dtype(t)
-        if a_dtype != t_dtype and not (a_dtype.kind == t_dtype.kind == "f"):
-            return f"leaf {theirs} has dtype {a_dtype} in the file, {t_dtype} in the model"
-    return None
-
-
-def _dtype(leaf) -> np.dtype:
-    return np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype)
-
-
 def _weights_into(saved, target, runtime, what) -> dict:
     """{"w", "best_w", "final_w"}: the saved weights in the structure and
     precision of ``target``, placed by ``runtime``; names saved as one object
     stay one object. ValueError naming the first leaf where file and target differ."""
-    target_paths, target_leaves, treedef = _paths(target)
+    target_paths, target_leaves, treedef = key_paths(target)
     m = saved.manifest
-    difference = _first_difference(m["weight_paths"], saved.weight_leaves("w"), target_paths,
+    difference = first_difference(m["weight_paths"], saved.weight_leaves("w"), target_paths,
                                    target_leaves)
     if difference:
         raise ValueError(f"the weights in {saved.path} (model kind {m['model_kind']}"
@@ -370,25 +309,10 @@ def _weights_into(saved, target, runtime, what) -> dict:
                          f"{what}: {difference}")
     placed = {}
     for name in set(m["weights"].values()):
-        leaves = [np.asarray(a, _dtype(t)) for a, t in zip(saved.weight_leaves(name),
+        leaves = [np.asarray(a, dtype_of(t)) for a, t in zip(saved.weight_leaves(name),
                                                           target_leaves)]
         placed[name] = runtime.replicate(tree_util.tree_unflatten(treedef, leaves))
     return {name: placed[m["weights"][name]] for name in WEIGHTS}
-
-
-def _like(array, template):
-    """``array`` as the same kind of leaf as ``template``: the fit loop wants
-    the dtypes and placement the optimiser's own init gives (an array committed
-    to a device where it was, so the compiled step is not compiled again)."""
-    if isinstance(template, jax.Array):
-        array = np.asarray(array, template.dtype)
-        return (jax.device_put(array, template.sharding) if template.committed
-                else jax.numpy.asarray(array))
-    if isinstance(template, np.ndarray | np.generic):
-        return np.asarray(array, template.dtype)
-    if isinstance(template, int | float):
-        return type(template)(array.item())
-    return array
 
 
 # --- a fitted network, for evaluation -------------------------------------------------------

@@ -25,6 +25,8 @@ from imnn.persistence import DamagedFileError
 
 from conftest import INPUT_SHAPE, exact_data, mlp, θ_FID
 
+pytestmark = pytest.mark.xdist_group("persistence_files")  # one worker: one module fixture
+
 D = exact_data(jax.random.PRNGKey(9), 4, 1)[0]
 
 
@@ -380,3 +382,12 @@ def test_compressed_members_with_a_bad_stream_are_damage(good, tmp_path):
     target.write_bytes(bytes(raw))
     with pytest.raises(DamagedFileError, match="deflated.imnn is damaged"):
         persistence.read(target)
+
+
+def test_metadata_that_json_cannot_hold_is_refused_before_writing(good, tmp_path):
+    fitted = imnn.load(good[0], backend="numpy")
+    for metadata, message in [([1, 2], "metadata must be a dict, got list"),
+                              ({"array": np.zeros(2)}, "metadata must hold only what JSON can")]:
+        with pytest.raises(TypeError, match=message):
+            imnn.save(fitted, tmp_path / "meta.imnn", metadata)
+    assert list(tmp_path.iterdir()) == []

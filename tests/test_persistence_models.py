@@ -11,8 +11,11 @@ from jax.example_libraries import stax
 
 import imnn
 from imnn import persistence
+from imnn._leaves import first_difference
 
 from conftest import INPUT_SHAPE, exact_data, mlp, θ_FID
+
+pytestmark = pytest.mark.xdist_group("persistence_models")  # one worker: one module fixture
 
 V1_FILE = Path(__file__).parent / "data" / "format_v1.imnn"
 
@@ -77,12 +80,12 @@ def test_a_model_that_differs_is_refused_naming_the_first_leaf(stax_fit, x64, mo
 
 def test_extra_leaf_and_dtype_are_named():
     one = [np.zeros((2, 3), np.float32)]
-    assert persistence._first_difference(["[0]", "[1]"], one * 2, ["[0]"], one) == \
+    assert first_difference(["[0]", "[1]"], one * 2, ["[0]"], one) == \
         "leaf [1] is in the file but not in the model"
-    assert persistence._first_difference(["[0]"], one, ["[0]"], [np.zeros((2, 3), np.int32)]) \
+    assert first_difference(["[0]"], one, ["[0]"], [np.zeros((2, 3), np.int32)]) \
         == "leaf [0] has dtype float32 in the file, int32 in the model"
     # Precision is not structure: float64 weights load into a float32 model and back.
-    assert persistence._first_difference(["[0]"], one, ["[0]"], [np.zeros((2, 3))]) is None
+    assert first_difference(["[0]"], one, ["[0]"], [np.zeros((2, 3))]) is None
 
 
 def test_model_kinds_do_not_mix(stax_fit, tmp_path):
