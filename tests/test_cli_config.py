@@ -269,3 +269,23 @@ def test_the_documentation_describes_every_key_and_its_examples_run(tmp_path):
 def write_text(path, text):
     path.write_text(text)
     return path
+
+
+def test_a_flax_model_from_a_module_is_built_and_checked(tmp_path, capsys, monkeypatch):
+    (tmp_path / "flax_model_cli.py").write_text(
+        "import flax.linen as nn\n\n\n"
+        "class MLP(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(3)(nn.elu(nn.Dense(8)(x)))\n\n\n"
+        "def model():\n    return MLP()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = {**BASE, "model": "flax_model_cli:model"}
+    assert cli.main(["fit", str(write(tmp_path, config)), "--output", "run", "--check"]) == 0
+    assert "is a valid config: SimulatorIMNN" in capsys.readouterr().out
+    config["backend"] = "numpy"  # the reference backends run imnn.nn models only
+    assert cli.main(["fit", str(write(tmp_path, config)), "--output", "run", "--check"]) == 2
+    err = one_line_error(capsys.readouterr().err)
+    assert "'model' cannot summarise simulations of shape (10,) on the numpy backend" in err
+    assert not (tmp_path / "run").exists()
