@@ -21,12 +21,25 @@ Conventions (all backends follow them exactly):
   sqrt(2 / (fan_in + fan_out)), fan_in = prod(kernel)·C_in, fan_out =
   prod(kernel)·C_out (Dense: k and n); zero biases. Drawn in NumPy from a seed,
   so every backend starts from the same weights for the same key.
+
+Other networks (JAX backend only; ``model=`` detects the kind):
+
+- an ``(init, apply)`` pair. The contract: ``init(key, input_shape)`` returns
+  ``(output_shape, params)``, ``params`` a pytree of arrays (the initial weights; ``key`` is a
+  JAX PRNG key); ``apply(params, d)`` receives ONE unbatched simulation ``d`` of shape
+  ``input_shape`` and returns its summaries, shape ``(n_summaries,)``. imnn vectorises
+  ``apply`` over simulations itself. ``jax.example_libraries.stax.serial(...)`` returns
+  such a pair for dense networks (stax convolutions want a batch axis: add one in ``apply``).
+- a ``flax.linen.Module``, a ``flax.nnx.Module`` or an ``equinox.Module`` instance, called on
+  one unbatched simulation the same way;
+- a plain function ``apply(params, d)`` with its initial ``params``, given as
+  ``from_function(apply, params)``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -218,6 +231,53 @@ def init_weights(model, input_shape: tuple, key) -> list:
     return weights
 
 
+@dataclass(frozen=True, eq=False)
+class FunctionModel:
+    """A plain function network: ``apply(params, d) -> (n_summaries,)`` and its initial
+    ``params`` (a pytree of floating-point arrays). Made by ``from_function``."""
+    apply: Callable
+    params: Any
+
+
+def from_function(apply: Callable, params: Any) -> FunctionModel:
+    """A network written as a plain function, for ``model=`` (JAX backend).
+
+    The fit starts from ``params`` (the key given as ``key_or_state`` does not change them) and
+    keeps their pytree structure: the fitted ``w`` is a pytree like ``params``.
+
+    Args:
+        apply: ``apply(params, d)``, JAX-traceable; ``d`` is ONE unbatched simulation of shape
+            ``input_shape``; returns the summaries, shape ``(n_summaries,)``.
+        params: the initial weights, a pytree (nested dicts, lists, tuples...) whose leaves
+            are floating-point arrays.
+
+    Returns:
+        A FunctionModel to pass as ``model=``.
+
+    Raises:
+        TypeError: ``apply`` is not callable, or a leaf of ``params`` is not a floating-point
+            array (named by its path in the pytree).
+    """
+    import jax
+
+    if not callable(apply):
+        raise TypeError(f"from_function: apply must be a function apply(params, d), got "
+                        f"{type(apply).__name__}")
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if not leaves:
+        raise TypeError("from_function: params must be a pytree of floating-point arrays; it "
+                        "has no arrays")
+    for path, leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)
+        if (not hasattr(leaf, "shape") or dtype is None
+                or not jax.numpy.issubdtype(dtype, jax.numpy.floating)):
+            raise TypeError(
+                f"from_function: every leaf of params must be a floating-point array; params"
+                f"{jax.tree_util.keystr(path)} is {type(leaf).__name__}"
+                f"{f' of dtype {dtype}' if dtype is not None else ''}")
+    return FunctionModel(apply, params)
+
+
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -226,5 +286,6 @@ def _check_positive_int(name: str, value) -> None:
 __all__ = [
     "Dense", "Conv", "Activation", "Flatten", "FlattenLayer", "Reshape", "Serial", "Tanh", "Relu",
     "Softplus", "Sigmoid", "LeakyRelu", "Elu", "serial", "output_shape", "init_weights",
-    "conv_padding", "conv_output_length", "is_model", "layers_of",
+    "conv_padding", "conv_output_length", "is_model", "layers_of", "FunctionModel",
+    "from_function",
 ]

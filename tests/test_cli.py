@@ -17,11 +17,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import exact_data
 
 import imnn
 from imnn import cli, persistence
-
-from conftest import exact_data
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("imnn")
@@ -56,9 +55,14 @@ max_iterations = 100000
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("jax_cache")
-    return {**os.environ, "MPLBACKEND": "Agg", "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    # The command line's own compilation cache, pointed away from ~/.cache.
+    return {**os.environ, "MPLBACKEND": "Agg", "IMNN_COMPILATION_CACHE": str(cache)}
+
+
+@pytest.fixture(autouse=True)
+def no_compilation_cache(monkeypatch):
+    """In-process commands compile without a persistent cache (none under ~/.cache)."""
+    monkeypatch.setenv("IMNN_COMPILATION_CACHE", "off")
 
 
 def imnn_command(env, *args, cwd=None):
@@ -328,14 +332,14 @@ def test_written_config_reads_back_the_same(tmp_path):
     assert cli.resolve_config(tomllib.loads(cli.to_toml(config)), tmp_path) == config
 
 
-def test_readme_config_is_valid(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Command line"):]
-    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
-    (tmp_path / "readme.toml").write_text(block)
-    config = cli.read_config(tmp_path / "readme.toml")
+def test_documented_config_is_valid(tmp_path):
+    page = (ROOT / "docs" / "guide" / "cli.md").read_text()
+    block = re.search(r"```toml\n(output = .*?)```", page, re.S).group(1)
+    (tmp_path / "documented.toml").write_text(block)
+    config = cli.read_config(tmp_path / "documented.toml")
     assert config["simulator"]["name"] == "gaussian_mean_variance"
     assert config["fit"]["max_iterations"] == 3000 and len(config["model"]) == 5
+    assert config["optimiser"]["learning_rate"]["schedule"] == "cosine_decay"
 
 
 def test_estimate_errors_are_clear(interrupted, tmp_path, capsys):

@@ -1,8 +1,8 @@
-"""Networks on JAX: imnn.nn models, or any user ``(init, apply)`` pair."""
+"""Networks on JAX: imnn.nn models, and every other kind ``imnn._models`` adapts
+(``(init, apply)`` pairs, flax.linen / flax.nnx / equinox modules, plain functions)."""
 from __future__ import annotations
 
 import itertools
-import math
 from functools import partial
 
 import jax
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from imnn import nn
+from imnn._models import adapt, model_kind
 from imnn.contracts import Network
 
 _ACTIVATIONS = {
@@ -69,45 +70,80 @@ def _apply_layer(layer, shape, h, w, conv=_conv):
 
 
 def network(model, input_shape: tuple, dtype) -> Network:
-    """A Network whose apply(w, d) takes one simulation of shape input_shape
-    and returns its summary, shape (s,). For imnn.nn models with convolutions,
-    ``apply.in_cpu_loops`` is the same function with convolutions written as
-    matrix products (``_conv_as_product``), for loop bodies on a CPU."""
+    """The Network of any kind of model (``imnn._models.model_kind``) on JAX.
+
+    Args:
+        model: an imnn.nn model, an ``(init, apply)`` pair, a flax.linen / flax.nnx /
+            equinox Module instance, or ``imnn.nn.from_function(apply, params)``.
+        input_shape: the shape of one simulation (no batch axis).
+        dtype: the floating-point dtype of the weights (float32, or float64 with x64).
+
+    Returns:
+        Network(init, apply, input_shape, output_shape): ``init(key)`` gives the initial
+        weights, a pytree of ``dtype`` arrays; ``apply(w, d)`` takes one simulation of shape
+        ``input_shape`` and returns its summaries, shape ``output_shape`` = (s,). For imnn.nn
+        models with convolutions, ``apply.in_cpu_loops`` is the same function with
+        convolutions written as matrix products (``_conv_as_product``), for loop bodies on a
+        CPU.
+
+    Raises:
+        TypeError: ``model`` is of no accepted kind.
+        ValueError: the model's output for one simulation is not 1-D, the model cannot be
+            applied to one simulation of ``input_shape``, or a flax module carries state
+            other than parameters. All checked on shapes only, before any weights exist.
+    """
     input_shape = tuple(input_shape)
-    if nn.is_model(model):
-        layers = nn.layers_of(model)
-        shapes = [input_shape]
-        for layer in layers:
-            shapes.append(nn.layer_output_shape(layer, shapes[-1]))
-        if len(shapes[-1]) != 1:
-            raise ValueError(f"the model must end in a 1-D summary, its output has shape {shapes[-1]}")
+    kind = model_kind(model)
+    if kind == "imnn.nn":
+        return _nn_network(model, input_shape, dtype)
+    adapted = adapt(model, kind, input_shape, dtype)
 
-        def init(key):
-            return [tuple(jnp.asarray(a, dtype) for a in layer_w)
-                    for layer_w in nn.init_weights(model, input_shape, key)]
+    def init(key):
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), adapted.init(key))
 
-        def apply(w, d, conv=_conv):
-            h = d
-            for layer, shape, layer_w in zip(layers, shapes, w):
-                h = _apply_layer(layer, shape, h, layer_w, conv)
-            return h
+    try:
+        out = jax.eval_shape(adapted.apply, jax.eval_shape(init, jax.random.PRNGKey(0)),
+                             jax.ShapeDtypeStruct(input_shape, dtype))
+    except Exception as error:  # noqa: BLE001 - the user's network failed: say where
+        raise ValueError(
+            f"model ({kind}, {_name(model)}) could not be applied to one simulation of shape "
+            f"{input_shape}: {type(error).__name__}: {error}") from error
+    if not isinstance(out, jax.ShapeDtypeStruct) or len(out.shape) != 1:
+        shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise ValueError(
+            f"model ({kind}, {_name(model)}): its output for one simulation of shape "
+            f"{input_shape} is {shape}; it must be one 1-D array of the summaries, shape "
+            "(n_summaries,). The network receives one unbatched simulation: do not add or "
+            "keep a batch axis in its output")
+    return Network(init, adapted.apply, input_shape, tuple(out.shape))
 
-        if any(isinstance(layer, nn.Conv) for layer in layers):
-            apply.in_cpu_loops = partial(apply, conv=_conv_as_product)
-        return Network(init, apply, input_shape, shapes[-1])
-    if isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model):
-        user_init, user_apply = model
-        shapes = jax.eval_shape(lambda k: user_init(k, input_shape)[1], jax.random.PRNGKey(0))
-        out = jax.eval_shape(user_apply, shapes, jax.ShapeDtypeStruct(input_shape, dtype))
-        size = math.prod(out.shape)
 
-        def init(key):
-            return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), user_init(key, input_shape)[1])
+def _name(model) -> str:
+    """A short name of the user's network for messages."""
+    apply = model.apply if isinstance(model, nn.FunctionModel) else (
+        model[1] if isinstance(model, tuple) else None)
+    return getattr(apply, "__name__", "apply") if apply is not None else type(model).__name__
 
-        def apply(w, d):
-            return jnp.reshape(user_apply(w, d), (size,))
 
-        return Network(init, apply, input_shape, (size,))
-    raise TypeError(
-        "model must be an imnn.nn model (e.g. imnn.nn.serial(...)) or an (init, apply) pair "
-        f"such as jax.example_libraries.stax.serial(...) returns, got {type(model).__name__}")
+def _nn_network(model, input_shape: tuple, dtype) -> Network:
+    """imnn.nn models: weights a list of per-layer tuples (``imnn.nn.init_weights``)."""
+    layers = nn.layers_of(model)
+    shapes = [input_shape]
+    for layer in layers:
+        shapes.append(nn.layer_output_shape(layer, shapes[-1]))
+    if len(shapes[-1]) != 1:
+        raise ValueError(f"the model must end in a 1-D summary, its output has shape {shapes[-1]}")
+
+    def init(key):
+        return [tuple(jnp.asarray(a, dtype) for a in layer_w)
+                for layer_w in nn.init_weights(model, input_shape, key)]
+
+    def apply(w, d, conv=_conv):
+        h = d
+        for layer, shape, layer_w in zip(layers, shapes, w):
+            h = _apply_layer(layer, shape, h, layer_w, conv)
+        return h
+
+    if any(isinstance(layer, nn.Conv) for layer in layers):
+        apply.in_cpu_loops = partial(apply, conv=_conv_as_product)
+    return Network(init, apply, input_shape, shapes[-1])

@@ -12,7 +12,7 @@ and ``simulator(key, θ (p,)) -> d`` (both JAX-traceable)::
     figure, axes = ga.marginal_plot(known=θ_true)
     pmc.marginal_plot(axes=axes)
 
-Priors:     Prior (the contract), Uniform (a box), as_prior (checks; adapts TFP-on-JAX).
+Priors:     Prior (the contract), Uniform (a box), as_prior (checks; adapts numpyro and TFP-on-JAX).
 Posteriors: GaussianApproximation, ApproximateBayesianComputation, PopulationMonteCarlo.
 Results:    Marginals (grid, one_d, two_d), Samples, Round, histogram_marginals.
 Plots:      plot_marginals (corner), plot_scatter.

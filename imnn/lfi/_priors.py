@@ -1,4 +1,5 @@
-"""Priors: the small contract the LFI classes need, a box prior, and TFP adaptation."""
+"""Priors: the small contract the LFI classes need, a box prior, and the adaptation of
+numpyro and TensorFlow-Probability-on-JAX distributions."""
 from __future__ import annotations
 
 from typing import Any, Protocol, final
@@ -69,20 +70,67 @@ class _TFPPrior:
         return jnp.sum(log_prob, axis=-1) if log_prob.ndim == θ.ndim else log_prob
 
 
+@final
+class _NumpyroPrior:
+    """A numpyro distribution seen through the Prior contract.
+
+    The distribution is either one event of shape (p,) (e.g. ``Uniform(low, high).to_event(1)``)
+    or a batch of p scalar distributions (e.g. ``Uniform(low=[..], high=[..])``); log_prob sums
+    the latter. ``sample(key, n)`` is ``distribution.sample(key, (n,))``: the key goes to
+    numpyro as it is, so a numpyro ``Uniform(low, high)`` draws exactly what
+    ``imnn.lfi.Uniform(low, high)`` draws for the same key (both are
+    ``jax.random.uniform(key, (n, p), minval=low, maxval=high)``). log_prob is −inf outside the
+    distribution's support, as the Prior contract asks, without evaluating numpyro's log_prob
+    there (which would warn about out-of-support values).
+    """
+
+    def __init__(self, distribution, low, high):
+        self.distribution, self.low, self.high = distribution, low, high
+
+    def sample(self, key, n):
+        return jnp.reshape(self.distribution.sample(key, (n,)), (n, self.low.shape[0]))
+
+    def log_prob(self, θ):
+        inside = jnp.reshape(self.distribution.support(θ), (θ.shape[0], -1)).all(axis=1)
+        # Outside the support numpyro's log_prob is evaluated at the box's centre instead,
+        # and replaced by −inf below.
+        safe = jnp.where(inside[:, None], θ, (self.low + self.high) / 2)
+        log_prob = self.distribution.log_prob(safe)
+        log_prob = jnp.sum(log_prob, axis=-1) if log_prob.ndim == θ.ndim else log_prob
+        return jnp.where(inside, log_prob, -jnp.inf)
+
+
+def _is_numpyro_distribution(prior) -> bool:
+    # Checked by the defining module, so that numpyro is never imported here.
+    return any(cls.__module__.split(".")[0] == "numpyro" for cls in type(prior).__mro__)
+
+
 def _is_tfp_distribution(prior) -> bool:
     # TFP distributions call their sampling key `seed` and carry event and batch shapes.
     return hasattr(prior, "event_shape") and hasattr(prior, "batch_shape")
 
 
 def as_prior(prior) -> Prior:
-    """Checks ``prior`` against the Prior contract, adapting TFP distributions.
+    """Checks ``prior`` against the Prior contract, adapting numpyro and TFP distributions.
 
-    Raises TypeError when ``prior`` cannot be sampled or evaluated as documented, and
-    ValueError when it lacks finite bounds ``low < high`` of shape (p,).
+    Args:
+        prior: an ``imnn.lfi.Uniform``, any object with ``sample(key, n) -> (n, p)``,
+            ``log_prob(θ (n, p)) -> (n,)`` and bounds ``low``, ``high`` of shape (p,), a numpyro
+            distribution, or a TensorFlow-Probability-on-JAX distribution. Distributions are
+            one event of shape (p,) or a batch of p scalar distributions; those without
+            ``low``/``high`` attributes (all but Uniform) need them set to the range of interest.
+
+    Returns:
+        A Prior.
+
+    Raises:
+        TypeError: ``prior`` cannot be sampled or evaluated as documented.
+        ValueError: it lacks finite bounds ``low < high`` of shape (p,).
     """
     if not (hasattr(prior, "sample") and hasattr(prior, "log_prob")):
         raise TypeError("`prior` must provide sample(key, n) -> (n, p) and log_prob(θ) -> (n,) "
-                        "(e.g. imnn.lfi.Uniform) or be a TensorFlow-Probability distribution; "
+                        "(e.g. imnn.lfi.Uniform) or be a numpyro or TensorFlow-Probability "
+                        "distribution; "
                         f"got {type(prior).__name__}")
     try:
         low, high = (np.atleast_1d(np.asarray(getattr(prior, name), float))
@@ -92,7 +140,9 @@ def as_prior(prior) -> Prior:
     if (low.ndim != 1 or low.shape != high.shape or not np.all(np.isfinite(low))
             or not np.all(np.isfinite(high)) or not np.all(low < high)):
         raise ValueError(_needs_bounds(prior) + f" Got low={low}, high={high}.")
-    if _is_tfp_distribution(prior):
+    if _is_numpyro_distribution(prior):
+        prior = _NumpyroPrior(prior, jnp.asarray(low), jnp.asarray(high))
+    elif _is_tfp_distribution(prior):
         prior = _TFPPrior(prior, jnp.asarray(low), jnp.asarray(high))
     p = low.shape[0]
     θ = jax.eval_shape(lambda key: prior.sample(key, 3), jax.random.PRNGKey(0))

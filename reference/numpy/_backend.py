@@ -11,6 +11,7 @@ import abc
 from typing import final
 
 from imnn import nn
+from imnn._models import model_kind
 from imnn.contracts import FisherStatistics, LossParts, Network, Summaries
 
 from . import _statistics, _streams
@@ -49,12 +50,32 @@ class ReferenceBackend(abc.ABC):
     # --- (c), (d): batches ------------------------------------------------------------
 
     def network(self, model, input_shape: tuple) -> Network:
-        """An imnn.nn model (Serial or single layer) -> Network with float64 init/apply."""
-        if not nn.is_model(model):
-            raise TypeError(
-                f"the reference backends only run imnn.nn models (built with imnn.nn.serial "
-                f"from imnn.nn layers), got {type(model).__name__}: {model!r}; "
-                f"use backend='jax' for other models such as stax (init, apply) pairs")
+        """An imnn.nn model (Serial or single layer) -> Network with float64 init/apply.
+
+        Args:
+            model: an imnn.nn model (``imnn.nn.serial(...)`` or one layer).
+            input_shape: the shape of one simulation (no batch axis).
+
+        Returns:
+            Network(init, apply, input_shape, output_shape); weights a list of per-layer
+            tuples of float64 arrays.
+
+        Raises:
+            TypeError: ``model`` is not an imnn.nn model; the message names its kind (the
+                other kinds run on backend='jax').
+        """
+        try:
+            kind = model_kind(model)
+        except TypeError:
+            kind = None
+        if kind != "imnn.nn":
+            given = (f"a {kind} model ({type(model).__name__}), which runs on backend='jax'"
+                     if kind is not None else
+                     f"{type(model).__name__}: {model!r}; the other kinds of model ((init, "
+                     "apply) pairs, flax and equinox modules, imnn.nn.from_function) run on "
+                     "backend='jax'")
+            raise TypeError(f"the {self.name} backend runs only imnn.nn models (built with "
+                            f"imnn.nn.serial from imnn.nn layers); got {given}")
         input_shape = tuple(int(n) for n in input_shape)
         apply = ReferenceModel(model, input_shape, self.kernels)
         return Network(init=lambda key: nn.init_weights(model, input_shape, key), apply=apply,
