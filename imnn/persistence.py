@@ -37,11 +37,11 @@ import jax
 import numpy as np
 from jax import tree_util
 
-from . import nn
 from ._archive import (DamagedFileError, leftover_temporaries, read_archive,
                        remove_leftover_temporaries, write_archive, write_atomically)
 from ._leaves import dtype_of, first_difference, key_paths, like, unknown_path
 from ._manifest import check, history_keys, upgrade_v1
+from ._models import KINDS, model_kind
 from ._tables import model_from_tables, model_to_tables
 from .classes import _IMNN
 from .runtime import BACKENDS, make_backend
@@ -53,21 +53,6 @@ VERSION = 2
 READS = (1, 2)
 STATISTICS = ("F", "invF", "C", "invC", "μ", "dμ_dθ")
 WEIGHTS = ("w", "best_w", "final_w")
-KINDS = ("imnn.nn", "init_apply", "flax.linen", "flax.nnx", "equinox", "function")
-
-
-def model_kind(model) -> str:
-    """The kind of model ``model`` is: ``"imnn.nn"`` or ``"init_apply"``.
-
-    Raises:
-        TypeError: any other object.
-    """
-    if nn.is_model(model):
-        return "imnn.nn"
-    if isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model):
-        return "init_apply"
-    raise TypeError("model must be an imnn.nn model or an (init, apply) pair, got "
-                    f"{type(model).__name__}")
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -143,10 +128,11 @@ def _class_name(fitter) -> str:
 
 
 def _type_name(model, kind) -> str | None:
-    """The model's class, for messages only (never imported)."""
+    """The module's class or the function's name, for messages only (never imported)."""
     if kind in ("imnn.nn", "init_apply"):
         return None
-    return f"{type(model).__module__}.{type(model).__qualname__}"
+    named = model.apply if kind == "function" else type(model)
+    return f"{getattr(named, '__module__', '?')}.{getattr(named, '__qualname__', '?')}"
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -413,5 +399,5 @@ def _model_for(saved, model):
 
 
 __all__ = ["save", "load", "restore", "read", "FittedIMNN", "Saved", "DamagedFileError",
-           "model_to_tables", "model_from_tables", "model_kind", "write_atomically",
+           "KINDS", "model_to_tables", "model_from_tables", "model_kind", "write_atomically",
            "leftover_temporaries", "remove_leftover_temporaries"]
