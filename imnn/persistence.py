@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,7 +58,7 @@ WEIGHTS = ("w", "best_w", "final_w")
 
 # --- writing ------------------------------------------------------------------------------
 
-def save(fitter, path, metadata: dict | None = None) -> Path:
+def save(fitter, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write a fit to an .imnn file, atomically.
 
     Args:
@@ -176,7 +177,7 @@ class Saved(NamedTuple):
         return history
 
 
-def read(path) -> Saved:
+def read(path: str | os.PathLike) -> Saved:
     """Read an .imnn file and check all of it before any of it is used.
 
     Reading imports nothing named in the file and runs none of its content.
@@ -203,7 +204,7 @@ def read(path) -> Saved:
     return Saved(path, manifest, arrays)
 
 
-def load(path, backend: str | None = None, model=None) -> FittedIMNN:
+def load(path: str | os.PathLike, backend: str | None = None, model=None) -> FittedIMNN:
     """A fit read from an .imnn file, ready to summarise, estimate and compress.
 
     Args:
@@ -228,7 +229,7 @@ def load(path, backend: str | None = None, model=None) -> FittedIMNN:
     return FittedIMNN(read(path), backend, model)
 
 
-def restore(fitter, saved):
+def restore(fitter, saved: str | os.PathLike | Saved):
     """Put a saved fit back into an IMNN object built again.
 
     Afterwards ``fitter.fit(..., resume=True)`` carries on the saved fit, and a
