@@ -101,7 +101,7 @@ _writing: set[str] = set()  # this process's temporaries being written now
 _writing_lock = threading.Lock()
 
 
-def write_atomically(path, write: Callable[[Any], None]) -> None:
+def write_atomically(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then
     rename it over ``path`` (and fsync the directory, so the rename is durable).
 
@@ -139,7 +139,7 @@ def write_atomically(path, write: Callable[[Any], None]) -> None:
         os.close(directory)
 
 
-def leftover_temporaries(directory, name: str | None = None) -> list[Path]:
+def leftover_temporaries(directory: str | os.PathLike, name: str | None = None) -> list[Path]:
     """The temporary files that interrupted atomic writes left in ``directory``.
 
     A temporary is left over when the process that made it is gone (same host,
@@ -177,8 +177,17 @@ def leftover_temporaries(directory, name: str | None = None) -> list[Path]:
     return sorted(found)
 
 
-def remove_leftover_temporaries(directory, name: str | None = None) -> list[Path]:
-    """Remove :func:`leftover_temporaries` ``(directory, name)``; returns those removed."""
+def remove_leftover_temporaries(directory: str | os.PathLike,
+                                name: str | None = None) -> list[Path]:
+    """Remove the temporaries that interrupted writes left in ``directory``.
+
+    Args:
+        directory: the directory to clean.
+        name: see :func:`leftover_temporaries`.
+
+    Returns:
+        The paths removed.
+    """
     removed = []
     for path in leftover_temporaries(directory, name):
         try:

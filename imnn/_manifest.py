@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import nn
 from ._archive import damaged
+from ._models import KINDS
 from ._tables import model_from_tables
 
 _STATISTICS = {"F": ("p", "p"), "invF": ("p", "p"), "C": ("s", "s"), "invC": ("s", "s"),
@@ -40,8 +41,7 @@ _ENTRIES = {
     "validate": (lambda v: isinstance(v, bool), "true or false"),
     "n_per_device": (lambda v: v is None or _int(v, 1), "null or a positive integer"),
     "n_devices": (lambda v: v is None or _int(v, 1), "null or a positive integer"),
-    "model_kind": (lambda v: v in ("imnn.nn", "init_apply", "flax.linen", "flax.nnx",
-                                   "equinox", "function"), "a model kind such as \"imnn.nn\""),
+    "model_kind": (lambda v: v in KINDS, "a model kind such as \"imnn.nn\""),
     "model": (lambda v: v is None or isinstance(v, list), "null or a list of layer tables"),
     "model_type": (lambda v: v is None or isinstance(v, str), "null or a string"),
     "weight_paths": (_strings, "a list of distinct key paths"),

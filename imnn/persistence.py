@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,11 +38,11 @@ import jax
 import numpy as np
 from jax import tree_util
 
-from . import nn
 from ._archive import (DamagedFileError, leftover_temporaries, read_archive,
                        remove_leftover_temporaries, write_archive, write_atomically)
 from ._leaves import dtype_of, first_difference, key_paths, like, unknown_path
 from ._manifest import check, history_keys, upgrade_v1
+from ._models import KINDS, model_kind
 from ._tables import model_from_tables, model_to_tables
 from .classes import _IMNN
 from .runtime import BACKENDS, make_backend
@@ -53,26 +54,11 @@ VERSION = 2
 READS = (1, 2)
 STATISTICS = ("F", "invF", "C", "invC", "μ", "dμ_dθ")
 WEIGHTS = ("w", "best_w", "final_w")
-KINDS = ("imnn.nn", "init_apply", "flax.linen", "flax.nnx", "equinox", "function")
-
-
-def model_kind(model) -> str:
-    """The kind of model ``model`` is: ``"imnn.nn"`` or ``"init_apply"``.
-
-    Raises:
-        TypeError: any other object.
-    """
-    if nn.is_model(model):
-        return "imnn.nn"
-    if isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model):
-        return "init_apply"
-    raise TypeError("model must be an imnn.nn model or an (init, apply) pair, got "
-                    f"{type(model).__name__}")
 
 
 # --- writing ------------------------------------------------------------------------------
 
-def save(fitter, path, metadata: dict | None = None) -> Path:
+def save(fitter, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write a fit to an .imnn file, atomically.
 
     Args:
@@ -143,10 +129,11 @@ def _class_name(fitter) -> str:
 
 
 def _type_name(model, kind) -> str | None:
-    """The model's class, for messages only (never imported)."""
+    """The module's class or the function's name, for messages only (never imported)."""
     if kind in ("imnn.nn", "init_apply"):
         return None
-    return f"{type(model).__module__}.{type(model).__qualname__}"
+    named = model.apply if kind == "function" else type(model)
+    return f"{getattr(named, '__module__', '?')}.{getattr(named, '__qualname__', '?')}"
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -190,7 +177,7 @@ class Saved(NamedTuple):
         return history
 
 
-def read(path) -> Saved:
+def read(path: str | os.PathLike) -> Saved:
     """Read an .imnn file and check all of it before any of it is used.
 
     Reading imports nothing named in the file and runs none of its content.
@@ -217,7 +204,7 @@ def read(path) -> Saved:
     return Saved(path, manifest, arrays)
 
 
-def load(path, backend: str | None = None, model=None) -> FittedIMNN:
+def load(path: str | os.PathLike, backend: str | None = None, model=None) -> FittedIMNN:
     """A fit read from an .imnn file, ready to summarise, estimate and compress.
 
     Args:
@@ -242,7 +229,7 @@ def load(path, backend: str | None = None, model=None) -> FittedIMNN:
     return FittedIMNN(read(path), backend, model)
 
 
-def restore(fitter, saved):
+def restore(fitter, saved: str | os.PathLike | Saved):
     """Put a saved fit back into an IMNN object built again.
 
     Afterwards ``fitter.fit(..., resume=True)`` carries on the saved fit, and a
@@ -413,5 +400,5 @@ def _model_for(saved, model):
 
 
 __all__ = ["save", "load", "restore", "read", "FittedIMNN", "Saved", "DamagedFileError",
-           "model_to_tables", "model_from_tables", "model_kind", "write_atomically",
+           "KINDS", "model_to_tables", "model_from_tables", "model_kind", "write_atomically",
            "leftover_temporaries", "remove_leftover_temporaries"]
