@@ -59,9 +59,10 @@ def test_best_weights_with_validation_are_the_updated_weights():
     model.fit(10.0, 0.1, patience=5, min_iterations=0, max_iterations=60, best=False)
     h = model.history["val_detF"]
     assert len(h) == len(model.history["detF"])
-    model.set_F_statistics(model.best_w)  # validation data
-    assert np.linalg.det(model.F) == pytest.approx(np.max(h), rel=1e-4)
     assert model.w is model.final_w
+    model.set_F_statistics(model.best_w)  # validation data; the given weights become w
+    assert np.linalg.det(model.F) == pytest.approx(np.max(h), rel=1e-4)
+    assert model.w is model.best_w
 
 
 def test_second_fit_continues_the_optimiser():
