@@ -387,6 +387,11 @@ class _IMNN:
     def _diagnose(self, w, data, i) -> str:
         """Why the loss at weights ``w`` on iteration ``i``'s training data is not
         finite, and what to try (one or two sentences)."""
+        if isinstance(self.source, SimulatorSource):
+            # The simulator's output is checked here, on the iteration's first simulations.
+            problem = self._simulation_problem(data, i, np.arange(min(self.n_s, 8)))
+            if problem:
+                return problem
         s = self._training_summaries(w, data, i)
         x = np.asarray(s.x, np.float64)
         dx = np.asarray(s.dx_dθ, np.float64)
@@ -401,12 +406,14 @@ class _IMNN:
                     "data (or the simulator's derivative) and δθ.")
         dtype = np.dtype(self.runtime.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
-            C = np.atleast_2d(np.cov(x.astype(dtype), rowvar=False))
-        if not np.isfinite(C).all():
+            centred = (x - x.mean(axis=0)).astype(dtype)     # in the working precision
+            overflows = not np.isfinite(centred.T @ centred).all()
+        if overflows:
             return (f"the covariance of the summaries overflows {dtype.name} (summaries up to "
                     f"{np.max(np.abs(x)):.3g}): rescale the simulations or the network's "
                     "initial weights so that its outputs are of order one.")
-        eigenvalues = np.linalg.eigvalsh(C.astype(np.float64))
+        C = np.atleast_2d(np.cov(x, rowvar=False))
+        eigenvalues = np.linalg.eigvalsh(C)
         tolerance = max(eigenvalues.max(), 0.0) * self.n_summaries * np.finfo(dtype).eps
         rank = int(np.sum(eigenvalues > tolerance))
         if rank < self.n_summaries:
@@ -436,7 +443,14 @@ class _IMNN:
             return ("the simulations themselves are finite and in range (checked when they "
                     "were given), so the network makes them: check its initial weights and "
                     "the scale of the inputs.")
-        keys = np.asarray(simulation_keys(data["rng"], i, self.n_s))[rows[:8]]
+        return (self._simulation_problem(data, i, rows)
+                or "those simulations are finite and in range, so the network makes the "
+                   "non-finite values: check its initial weights and the scale of the inputs.")
+
+    def _simulation_problem(self, data, i, rows) -> str | None:
+        """What is wrong with simulations ``rows`` of iteration ``i`` (simulator
+        classes): non-finite, or beyond the working precision's range; else None."""
+        keys = np.asarray(simulation_keys(data["rng"], i, self.n_s))[np.asarray(rows)[:8]]
         simulator, θ = self.kind.simulator, self.θ_fid
         sims = [np.asarray(simulator(key, θ)[0] if self.kind.returns_derivative
                            else simulator(key, θ), np.float64) for key in keys]
@@ -445,12 +459,10 @@ class _IMNN:
             return (f"the simulator returned non-finite values for simulation(s) "
                     f"{non_finite} of iteration {i}. Make the simulator finite for every key "
                     "(on_nan='warn' skips such iterations instead).")
-        problems = [out_of_range(d, self.runtime.dtype) for d in sims]
-        problems = [p for p in problems if p]
+        problems = [p for p in (out_of_range(d, self.runtime.dtype) for d in sims) if p]
         if problems:
-            return f"the simulations {problems[0]}."
-        return ("those simulations are finite and in range, so the network makes the "
-                "non-finite values: check its initial weights and the scale of the inputs.")
+            return f"the simulator's output {problems[0]}."
+        return None
 
     def loss_and_gradient(self, λ: float, ε: float, w=None, rng=None, iteration: int = 0):
         """The loss parts and dΛ/dw by the same two passes the fit uses.
