@@ -414,15 +414,21 @@ def first_damage(path: str) -> str | None:
         for _ in tf.data.TFRecordDataset([path]):
             pass
     except tf.errors.OpError as error:
-        return error.message.split("}}")[-1].split(" [Op:")[0].strip()
+        return _tf_message(error)
     return None
+
+
+def _tf_message(error) -> str:
+    """TensorFlow's error message without its op-name decorations."""
+    message = getattr(error, "message", str(error)).split("}}")[-1].split(" [Op:")[0].strip()
+    return message.replace("' failed with ", ": ")
 
 
 def describe_damage(iterator, error) -> str:
     """One sentence for a reading error of ``iterator``: the damaged file(s) it
     reads and what is wrong, or, when no file is damaged, TensorFlow's message and
     the files read."""
-    message = getattr(error, "message", str(error)).split("}}")[-1].split(" [Op:")[0].strip()
+    message = _tf_message(error)
     files = record_files(iterator)
     damaged = [(path, first_damage(path)) for path in files if os.path.exists(path)]
     damaged = [(path, what) for path, what in damaged if what is not None]
