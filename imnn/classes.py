@@ -52,8 +52,9 @@ def _check_sizes(n_s, n_params, n_summaries):
                          "F = dμ/dθᵀ C⁻¹ dμ/dθ has rank at most n_summaries, so det F = 0")
 
 
-def _as_simulations(name, d, input_shape):
-    """``d`` as a finite real array of shape input_shape or (n,) + input_shape."""
+def _as_simulations(name, d, input_shape, dtype):
+    """``d`` as a finite real array of shape input_shape or (n,) + input_shape,
+    within the range of the working precision ``dtype``."""
     try:
         d = np.asarray(d)
     except (ValueError, TypeError) as error:
@@ -69,6 +70,9 @@ def _as_simulations(name, d, input_shape):
         bad = int(d.size - np.count_nonzero(np.isfinite(d)))
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf): their "
                          "summaries and estimates would be NaN")
+    problem = out_of_range(d, dtype)
+    if problem:
+        raise ValueError(f"{name} {problem}")
     return d
 
 
@@ -99,6 +103,10 @@ class _IMNN:
         self.input_shape = tuple(int(n) for n in input_shape)
         self.θ_fid = check_array("θ_fid", θ_fid, (self.n_params,)).astype(np.float64)
         self.runtime = make_backend(backend, devices)
+        largest = float(np.finfo(self.runtime.dtype).max)
+        if np.any(np.abs(self.θ_fid) > largest):
+            raise ValueError(f"θ_fid = {self.θ_fid} is beyond the largest "
+                             f"{np.dtype(self.runtime.dtype).name} ({largest:.3g})")
         self.backend = self.runtime.name
         self.network = self.runtime.network(model, self.input_shape)
         self.model = model  # kept so that imnn.save can describe it
@@ -690,7 +698,7 @@ class _IMNN:
             (s,) or (n, s) summaries.
         """
         w = self.w if w is None else w
-        d = _as_simulations("d", d, self.input_shape)
+        d = _as_simulations("d", d, self.input_shape, self.runtime.dtype)
         single = d.ndim == len(self.input_shape)
         batch = d[None] if single else d
         x = np.asarray(self.runtime.batch_summaries(
