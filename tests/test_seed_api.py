@@ -303,3 +303,13 @@ def test_seed_batching_attributes(models, network, data):
     assert numerical.derivative_output_shape == (N_D, 2, P, S)
     assert numerical.fiducial_batch_shape == (2, 4, 2)
     assert numerical.derivative_batch_shape == (2, 8, 2)
+
+
+def test_factory_takes_the_shared_arguments_by_position(network, data):
+    fid, der = data["exact"]
+    shared = (N_S, N_D, P, S, INPUT_SHAPE, θ_FID, network, optax.adam(1e-3),
+              jax.random.PRNGKey(0))
+    model = imnn.IMNN(*shared, fiducial=fid, derivative=der)
+    assert type(model) is imnn.GradientIMNN and model.n_s == N_S and model.n_d == N_D
+    with pytest.raises(TypeError, match=r"IMNN got multiple values for n_s"):
+        imnn.IMNN(*shared, n_s=N_S, fiducial=fid, derivative=der)
