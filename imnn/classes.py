@@ -9,17 +9,23 @@ abstract; the nine public classes are final.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import jax
 import numpy as np
 from jax import tree_util
 
-from .contracts import Exact, FiniteDifference, ThroughSimulator
-from .fitting import Carry, Problem, Stopping, get_α, loss_and_gradient, summaries_of
+from . import nn as _nn
+from .contracts import Exact, FiniteDifference, PerturbedSummaries, Summaries, ThroughSimulator
+from .fitting import (Carry, Problem, Stopping, get_α, loss_and_gradient, stream_summaries,
+                      summaries_of, weight_gradient)
 from .optimisers import LegacyState, as_optimiser
 from .runtime import make_backend
-from .sources import ArraySource, Layout, SimulatorSource, as_raw_key, check_array
+from .sources import (ArraySource, Layout, SimulatorSource, as_raw_key, check_array,
+                      out_of_range, simulation_keys)
+
+ON_NAN = ("stop", "raise", "warn")
 
 
 def _positive_int(name, value, minimum=1):
@@ -29,6 +35,45 @@ def _positive_int(name, value, minimum=1):
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{name} must be a {kind} integer, got {value}")
     return int(value)
+
+
+def _check_sizes(n_s, n_params, n_summaries):
+    """Refuse sizes whose Fisher information is singular by construction."""
+    if n_s <= n_params:
+        raise ValueError(f"n_s = {n_s} must be greater than n_params = {n_params}: the "
+                         "covariance of n_s summaries has rank at most n_s − 1, too few for "
+                         "the Fisher matrix of n_params parameters")
+    if n_s <= n_summaries:
+        raise ValueError(f"n_s = {n_s} must be greater than n_summaries = {n_summaries}: the "
+                         "covariance of n_s summaries has rank at most n_s − 1, so with "
+                         "n_s <= n_summaries it is singular")
+    if n_summaries < n_params:
+        raise ValueError(f"n_summaries = {n_summaries} must be at least n_params = {n_params}: "
+                         "F = dμ/dθᵀ C⁻¹ dμ/dθ has rank at most n_summaries, so det F = 0")
+
+
+def _as_simulations(name, d, input_shape, dtype):
+    """``d`` as a finite real array of shape input_shape or (n,) + input_shape,
+    within the range of the working precision ``dtype``."""
+    try:
+        d = np.asarray(d)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name} must be an array of shape {input_shape} or "
+                         f"(n,)+{input_shape}; it could not be read as one: {error}") from None
+    if not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {d.dtype}")
+    if d.shape[max(d.ndim - len(input_shape), 0):] != tuple(input_shape) or \
+            d.ndim not in (len(input_shape), len(input_shape) + 1):
+        raise ValueError(f"{name} must have shape {input_shape} or (n,)+{input_shape}, "
+                         f"got {d.shape}")
+    if not np.all(np.isfinite(d)):
+        bad = int(d.size - np.count_nonzero(np.isfinite(d)))
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf): their "
+                         "summaries and estimates would be NaN")
+    problem = out_of_range(d, dtype)
+    if problem:
+        raise ValueError(f"{name} {problem}")
+    return d
 
 
 class _IMNN:
@@ -50,12 +95,18 @@ class _IMNN:
             raise ValueError(f"n_s must be at least 2 to estimate a covariance, got {n_s}")
         self.n_params = _positive_int("n_params", n_params)
         self.n_summaries = _positive_int("n_summaries", n_summaries)
+        _check_sizes(self.n_s, self.n_params, self.n_summaries)
         if not isinstance(input_shape, (tuple, list)) or not all(
-                isinstance(n, (int, np.integer)) and n > 0 for n in input_shape):
+                isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
+                and n > 0 for n in input_shape):
             raise TypeError(f"input_shape must be a tuple of positive ints, got {input_shape!r}")
         self.input_shape = tuple(int(n) for n in input_shape)
         self.θ_fid = check_array("θ_fid", θ_fid, (self.n_params,)).astype(np.float64)
         self.runtime = make_backend(backend, devices)
+        largest = float(np.finfo(self.runtime.dtype).max)
+        if np.any(np.abs(self.θ_fid) > largest):
+            raise ValueError(f"θ_fid = {self.θ_fid} is beyond the largest "
+                             f"{np.dtype(self.runtime.dtype).name} ({largest:.3g})")
         self.backend = self.runtime.name
         self.network = self.runtime.network(model, self.input_shape)
         self.model = model  # kept so that imnn.save can describe it
@@ -68,6 +119,7 @@ class _IMNN:
         self._max_logdetF = -math.inf
         self.history = _empty_history()
         self._runner = None
+        self._fitting = threading.Lock()   # one fit at a time per object
         self.fit_iteration = self.patience_counter = 0
         self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
 
@@ -94,27 +146,104 @@ class _IMNN:
         self.problem = Problem(
             self.executor, self.optimiser, source.sizes, source.training_streams,
             source.validation_streams if source.validate else None, self.runtime.where)
-        self._statistics = self.runtime.compile(
-            lambda w, data, key: summaries_of(self.executor, w,
-                                              source.statistics_streams(data, key),
-                                              source.sizes))
+        self._statistics = {
+            validate: self.runtime.compile(
+                lambda w, data, key, validate=validate: stream_summaries(
+                    self.executor, w, source.statistics_streams(data, key, validate),
+                    source.sizes))
+            for validate in (False, True)}
+        self._training_summaries = self.runtime.compile(
+            lambda w, data, i: summaries_of(self.executor, w, source.training_streams(data, i),
+                                            source.sizes))
+        self._pass_two = self.runtime.compile(
+            lambda w, data, cotangents: weight_gradient(
+                self.executor, w, source.training_streams(data, 0), source.sizes, cotangents))
         self._placed = self._gradient = None
+
+    def _seed_shapes(self, layout: Layout):
+        """The batching attributes the seed's aggregated and Dataset classes show."""
+        n_devices, n_per_device = layout.n_devices, layout.n_per_device
+        per_pass = n_devices * n_per_device
+        if isinstance(self.kind, FiniteDifference):
+            self.fiducial_iterations = self.n_s // per_pass
+            self.derivative_iterations = 2 * self.n_params * self.n_d // per_pass
+            self.derivative_output_shape = (self.n_d, 2, self.n_params, self.n_summaries)
+            self.fiducial_batch_shape = (n_devices, self.fiducial_iterations, n_per_device)
+            self.derivative_batch_shape = (n_devices, self.derivative_iterations, n_per_device)
+        else:
+            self.n_remaining = self.n_s - self.n_d
+            self.n_iterations = self.n_d // per_pass
+            self.n_remaining_iterations = self.n_remaining // per_pass
+            self.batch_shape = (n_devices, self.n_iterations, n_per_device)
+            self.remaining_batch_shape = (n_devices, self.n_remaining_iterations, n_per_device)
 
     # --- fitting ---------------------------------------------------------------
 
-    def get_α(self, λ, ε):
-        """Rate of the regularisation strength (spec §1)."""
+    def get_α(self, λ: float, ε: float) -> float:
+        """Rate of the regularisation strength.
+
+        Args:
+            λ: regularisation coupling (> 1 − ε/(1 + ε)).
+            ε: closeness criterion of the covariance to the identity (> 0).
+
+        Returns:
+            α = −ln(ε(λ − 1) + ε²/(1 + ε)) / ε.
+        """
         return get_α(λ, ε)
 
-    def fit(self, λ, ε, rng=None, patience=100, min_iterations=100, max_iterations=100000,
-            print_rate=None, best=True, *, resume=False, callback=None):
-        """Fit the network (spec §3).
+    def fit(self, λ: float, ε: float, rng=None, patience: int = 100, min_iterations: int = 100,
+            max_iterations: int = 100000, print_rate: int | None = None, best: bool = True, *,
+            on_nan: str = "stop", resume: bool = False, callback=None):
+        """Fit the network.
 
-        A second call continues the optimiser (its step count and moments) and
-        appends to the history. ``resume=True`` instead carries on the last,
-        interrupted call from its iteration and patience counter, so that an
-        interrupted and resumed fit equals an uninterrupted one.
-        ``callback(self)`` runs after every batch of iterations (checkpoints).
+        Each iteration computes the summaries (and their θ-derivatives) at the
+        current weights, the loss and its weight gradient, and the optimiser
+        update; with a validation set its statistics at the updated weights are
+        the early-stopping criterion, otherwise the training det F is. A second
+        call continues the optimiser (its step count and moments) and appends to
+        the history.
+
+        Before the first iteration of a call nothing is trusted: if its loss or
+        gradient is not finite (at the initial weights, on the first data), the
+        fit stops with a ``ValueError`` saying why (summaries not finite,
+        covariance singular, derivative zero...) and what to try; the object is
+        left as it was. A non-finite iteration later on never updates the weights
+        or the optimiser state; ``on_nan`` says what follows.
+
+        Args:
+            λ: regularisation coupling.
+            ε: closeness criterion of the covariance to the identity.
+            rng: JAX PRNG key; required by simulator classes (fresh simulations
+                every iteration), unused otherwise.
+            patience: iterations without improvement (past ``min_iterations``)
+                before stopping.
+            min_iterations: iterations before patience starts counting.
+            max_iterations: the most iterations of this call.
+            print_rate: show a progress bar updated every ``print_rate``
+                iterations (None: no bar).
+            best: set ``w`` to ``best_w`` (True) or ``final_w`` (False).
+            on_nan: after the first iteration, what a non-finite loss or
+                gradient does: ``"stop"`` (default) ends the fit there with a
+                RuntimeWarning that says why, keeping every earlier iteration;
+                ``"raise"`` does the same but raises ``FloatingPointError``;
+                ``"warn"`` skips that iteration's update and carries on (e.g.
+                rare NaN simulations), with one warning at the end.
+            resume: carry on the last, interrupted call from its iteration and
+                patience counter (an interrupted and resumed fit equals an
+                uninterrupted one).
+            callback: ``callback(self)`` after every batch of iterations
+                (checkpoints).
+
+        Returns:
+            self.
+
+        Raises:
+            TypeError, ValueError: a bad argument, or a first iteration that
+                cannot work (see above).
+            RuntimeError: ``fit`` is already running on this object (another
+                thread).
+            FloatingPointError: a non-finite iteration with ``on_nan="raise"``.
+
         Ctrl-C stops the fit and keeps every finished iteration.
         """
         α = get_α(λ, ε)
@@ -126,8 +255,25 @@ class _IMNN:
         for name, flag in (("best", best), ("resume", resume)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        if not isinstance(on_nan, str) or on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {ON_NAN}, got {on_nan!r}")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if rng is not None:
+            rng = as_raw_key(rng, "rng")
+        if not self._fitting.acquire(blocking=False):
+            raise RuntimeError(
+                f"{type(self).__name__} object at {id(self):#x} is already fitting in another "
+                "thread: one fit at a time per object (wait for that fit to return, or fit a "
+                "separate object)")
+        try:
+            return self._fit(λ, α, rng, patience, min_iterations, max_iterations, print_rate,
+                             best, on_nan, resume, callback)
+        finally:
+            self._fitting.release()
+
+    def _fit(self, λ, α, rng, patience, min_iterations, max_iterations, print_rate, best,
+             on_nan, resume, callback):
         data = self._data(rng)
         if self._runner is None:
             self._runner = self.runtime.make_runner(self.problem)
@@ -142,32 +288,51 @@ class _IMNN:
         from tqdm.auto import tqdm
         bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,
                    desc=f"{type(self).__name__} fit", disable=print_rate is None)
+        stopped, skipped = None, []
         try:
-            while self.fit_iteration < max_iterations:
+            while self.fit_iteration < max_iterations and self.patience_counter < patience:
                 start = self.fit_iteration
                 n_steps = min(chunk, max_iterations - start)
                 carry, records, n = self._runner(
                     carry, data, float(λ), float(α), min_iterations, patience,
                     max_iterations, start, n_steps)
                 n = int(n)
+                bad = n and not bool(np.asarray(records.finite)[n - 1])
+                if bad and start + n == 1:
+                    # The first iteration: nothing was learnt, nothing is kept.
+                    raise ValueError(
+                        "the first iteration of the fit is not finite: "
+                        + self._diagnose(self.final_w, data, 0) + " Nothing was fitted.")
                 if n:
                     self._commit(carry, records, n)
                 bar.update(n)
                 bar.set_postfix(self._progress(), refresh=False)
                 if callback is not None:
                     callback(self)
-                if n < n_steps:
-                    break
+                if bad:
+                    if on_nan != "warn":
+                        stopped = (start + n - 1, self._diagnose(self.final_w, data,
+                                                                 start + n - 1))
+                        break
+                    skipped.append(start + n - 1)
         except KeyboardInterrupt:
             warnings.warn(f"fit interrupted after {self.fit_iteration} iterations; the weights, "
                           "optimiser state and history of every finished iteration are kept "
-                          "(fit(..., resume=True) carries on)", RuntimeWarning, stacklevel=2)
+                          "(fit(..., resume=True) carries on)", RuntimeWarning, stacklevel=3)
         finally:
             bar.close()
-        self._report_nan()
         self.w = self.best_w if best else self.final_w
+        if stopped is not None:
+            i, why = stopped
+            message = (f"the fit stopped at iteration {i}, whose loss or gradient is not "
+                       f"finite: {why} Its update was not applied; the {i} iteration(s) "
+                       "before it and the best weights found (best_w) are kept.")
+            if on_nan == "raise":
+                raise FloatingPointError(message + " Call set_F_statistics() to use them.")
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self._report_nan(skipped)
         # Simulator classes: fresh simulations from a key the fit did not use.
-        key = None if rng is None else np.asarray(jax.random.split(as_raw_key(rng))[0])
+        key = None if rng is None else np.asarray(jax.random.split(rng)[0])
         self.set_F_statistics(self.w, key)
         return self
 
@@ -212,19 +377,115 @@ class _IMNN:
         out["patience"] = self.patience_counter
         return out
 
-    def _report_nan(self):
-        bad = np.flatnonzero(~np.isfinite(self.history["detF"]))
+    def _report_nan(self, skipped):
+        if skipped:
+            warnings.warn(
+                f"the loss or its gradient was not finite at {len(skipped)} iteration(s) "
+                f"(first: iteration {skipped[0]}); their updates were skipped "
+                "(on_nan='warn'). If this happens often, check the simulations for NaN.",
+                RuntimeWarning, stacklevel=4)
+        bad = np.flatnonzero(~np.isfinite(self.history["val_detF"]))
         if bad.size:
             warnings.warn(
-                f"det F was not finite at {bad.size} iteration(s), first at iteration {bad[0]}: "
-                "the Fisher matrix (or the covariance) was not positive definite there. Those "
-                "iterations never count as improvements; if the fit diverged, lower the "
-                "learning rate or raise λ.", RuntimeWarning, stacklevel=3)
+                f"the validation det F was not finite at {bad.size} iteration(s), first at "
+                f"iteration {bad[0]}: the validation Fisher matrix (or covariance) was not "
+                "positive definite there. Those iterations never count as improvements.",
+                RuntimeWarning, stacklevel=4)
 
-    def loss_and_gradient(self, λ, ε, w=None, rng=None, iteration=0):
-        """The loss parts and dΛ/dw at weights ``w`` on the training data of
-        ``iteration`` (for simulator classes, the simulations drawn from ``rng``
-        at that iteration), by the same two passes the fit uses."""
+    def _diagnose(self, w, data, i) -> str:
+        """Why the loss at weights ``w`` on iteration ``i``'s training data is not
+        finite, and what to try (one or two sentences)."""
+        if isinstance(self.source, SimulatorSource):
+            # The simulator's output is checked here, on the iteration's first simulations.
+            problem = self._simulation_problem(data, i, np.arange(min(self.n_s, 8)))
+            if problem:
+                return problem
+        s = self._training_summaries(w, data, i)
+        x = np.asarray(s.x, np.float64)
+        dx = np.asarray(s.dx_dθ, np.float64)
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if bad.size:
+            return (f"the summaries of {bad.size} of the n_s = {self.n_s} simulations are not "
+                    f"finite (the first is simulation {bad[0]}); {self._input_cause(data, i, bad)}")
+        bad = np.flatnonzero(~np.isfinite(dx).reshape(dx.shape[0], -1).all(axis=1))
+        if bad.size:
+            return (f"the derivatives ∂x/∂θ of {bad.size} of the n_d = {self.n_d} simulations "
+                    f"are not finite (the first is simulation {bad[0]}): check the derivative "
+                    "data (or the simulator's derivative) and δθ.")
+        dtype = np.dtype(self.runtime.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            centred = (x - x.mean(axis=0)).astype(dtype)     # in the working precision
+            overflows = not np.isfinite(centred.T @ centred).all()
+        if overflows:
+            return (f"the covariance of the summaries overflows {dtype.name} (summaries up to "
+                    f"{np.max(np.abs(x)):.3g}): rescale the simulations or the network's "
+                    "initial weights so that its outputs are of order one.")
+        C = np.atleast_2d(np.cov(x, rowvar=False))
+        eigenvalues = np.linalg.eigvalsh(C)
+        tolerance = max(eigenvalues.max(), 0.0) * self.n_summaries * np.finfo(dtype).eps
+        rank = int(np.sum(eigenvalues > tolerance))
+        if rank < self.n_summaries:
+            return (f"the covariance of the summaries is singular (rank {rank} of "
+                    f"n_summaries = {self.n_summaries}): the network's outputs are constant or "
+                    "linearly dependent over the simulations. Check that the simulations "
+                    "differ; try another initialisation key or activation (e.g. LeakyRelu "
+                    "rather than Relu, whose units can all be off), or fewer summaries.")
+        dμ_dθ = dx.mean(axis=0)
+        if not np.any(dμ_dθ):
+            return ("the derivative of the mean summaries dμ/dθ is zero: the summaries do not "
+                    "depend on the parameters. Check the derivative data (all zero?), δθ, and "
+                    "that the simulations depend on θ (an integer cast stops derivatives).")
+        rank = int(np.linalg.matrix_rank(dμ_dθ))
+        if rank < self.n_params:
+            return (f"the derivative of the mean summaries dμ/dθ has rank {rank} < n_params = "
+                    f"{self.n_params}: some parameters do not change the summaries, or change "
+                    "them alike, so F is singular. Check the derivative data for those "
+                    "parameters.")
+        return ("the Fisher matrix is not positive definite in "
+                f"{dtype.name} (nearly singular covariance or derivatives): try float64 "
+                "(jax.config.update('jax_enable_x64', True)) or a larger n_s.")
+
+    def _input_cause(self, data, i, rows) -> str:
+        """Whether the simulations behind non-finite summaries are themselves bad."""
+        if not isinstance(self.source, SimulatorSource):
+            return ("the simulations themselves are finite and in range (checked when they "
+                    "were given), so the network makes them: check its initial weights and "
+                    "the scale of the inputs.")
+        return (self._simulation_problem(data, i, rows)
+                or "those simulations are finite and in range, so the network makes the "
+                   "non-finite values: check its initial weights and the scale of the inputs.")
+
+    def _simulation_problem(self, data, i, rows) -> str | None:
+        """What is wrong with simulations ``rows`` of iteration ``i`` (simulator
+        classes): non-finite, or beyond the working precision's range; else None."""
+        keys = np.asarray(simulation_keys(data["rng"], i, self.n_s))[np.asarray(rows)[:8]]
+        simulator, θ = self.kind.simulator, self.θ_fid
+        sims = [np.asarray(simulator(key, θ)[0] if self.kind.returns_derivative
+                           else simulator(key, θ), np.float64) for key in keys]
+        non_finite = [int(r) for r, d in zip(rows, sims) if not np.isfinite(d).all()]
+        if non_finite:
+            return (f"the simulator returned non-finite values for simulation(s) "
+                    f"{non_finite} of iteration {i}. Make the simulator finite for every key "
+                    "(on_nan='warn' skips such iterations instead).")
+        problems = [p for p in (out_of_range(d, self.runtime.dtype) for d in sims) if p]
+        if problems:
+            return f"the simulator's output {problems[0]}."
+        return None
+
+    def loss_and_gradient(self, λ: float, ε: float, w=None, rng=None, iteration: int = 0):
+        """The loss parts and dΛ/dw by the same two passes the fit uses.
+
+        Args:
+            λ: regularisation coupling.
+            ε: closeness criterion.
+            w: weights (default: ``self.w``).
+            rng: JAX PRNG key (simulator classes: the fit's key).
+            iteration: which iteration's training data (simulator classes draw
+                fresh simulations per iteration).
+
+        Returns:
+            (LossParts, gradient: a pytree like w).
+        """
         α = get_α(λ, ε)
         w = self.w if w is None else w
         if self._gradient is None:
@@ -234,40 +495,228 @@ class _IMNN:
                     self.source.sizes, λ, α))
         return self._gradient(w, self._data(rng), iteration, float(λ), α)
 
-    # --- statistics and estimates -------------------------------------------------
+    # --- the seed's summary and gradient methods ------------------------------------
 
-    def get_summaries(self, w=None, key=None):
-        """Summaries (n_s, s) and ∂x/∂θ (n_d, s, p) of the validation (or
-        training) data, or of fresh simulations from ``key`` for simulator classes."""
-        w = self.w if w is None else w
+    def _statistics_data(self, key, validate, caller):
+        """(data, key) for the summaries of the training or validation data, or of
+        fresh simulations from ``key`` (simulator classes)."""
+        if not isinstance(validate, (bool, np.bool_)):
+            raise TypeError(f"validate must be a bool, got {type(validate).__name__}")
         if isinstance(self.source, SimulatorSource):
-            key = as_raw_key(key, "key")
-            return self._statistics(w, {}, key)
-        return self._statistics(w, self._data(None), None)
+            return {}, as_raw_key(key, "key")
+        if validate and not self.validate:
+            raise ValueError(f"{caller}(validate=True) needs a validation set, and this "
+                             f"{type(self).__name__} has none: pass validate=False (training "
+                             "data)")
+        return self._data(None), None
 
-    def set_F_statistics(self, w=None, key=None):
-        """Fill F, invF, C, invC, μ, dμ_dθ at weights ``w`` (default: ``self.w``)."""
-        s = self.get_summaries(w, key)
+    def get_summaries(self, w=None, key=None, validate: bool = False):
+        """All network outputs and their θ-derivatives.
+
+        Args:
+            w: weights (default: ``self.w``).
+            key: JAX PRNG key; simulator classes summarise ``n_s`` fresh
+                simulations made from it (required there, unused otherwise).
+            validate: summarise the validation set (True) or the training data
+                (False); simulator classes ignore it.
+
+        Returns:
+            ``Summaries(x (n_s, s), dx_dθ (n_d, s, p))``; for the numerical
+            derivative classes ``PerturbedSummaries(x (n_s, s), x_mp (n_d, 2, p,
+            s))``, the outputs of the perturbed simulations in their stored layout
+            (``x_mp[:, 0, α]`` below, ``x_mp[:, 1, α]`` above θ_fid in parameter α).
+
+        Raises:
+            ValueError: ``validate=True`` without a validation set, or no ``key``
+                for a simulator class.
+        """
+        w = self.w if w is None else w
+        data, key = self._statistics_data(key, validate, "get_summaries")
+        outputs = self._statistics[bool(validate)](w, data, key)
+        if isinstance(self.kind, FiniteDifference):
+            return PerturbedSummaries(outputs["fiducial"].x, outputs["derivative"].x.reshape(
+                (self.n_d, 2, self.n_params, self.n_summaries)))
+        return self.runtime.assemble(self.kind, outputs)
+
+    def set_F_statistics(self, w=None, key=None, validate: bool = True):
+        """Fill ``F, invF, C, invC, μ, dμ_dθ`` for score compression.
+
+        Args:
+            w: weights; when given they become ``self.w`` (default: ``self.w``).
+            key: JAX PRNG key; simulator classes use fresh simulations from it
+                (required there, unused otherwise).
+            validate: use the validation set when there is one (True), else the
+                training data; False: the training data.
+
+        Returns:
+            self.
+        """
+        if not isinstance(validate, (bool, np.bool_)):
+            raise TypeError(f"validate must be a bool, got {type(validate).__name__}")
+        if w is not None:
+            self.w = w
+        data, key = self._statistics_data(key, bool(validate) and self.validate,
+                                          "set_F_statistics")
+        outputs = self._statistics[bool(validate) and self.validate](self.w, data, key)
+        s = self.runtime.assemble(self.kind, outputs)
         stats = self.runtime.fisher_statistics(s.x, s.dx_dθ)
         for name in ("F", "invF", "C", "invC", "μ", "dμ_dθ"):
             setattr(self, name, np.asarray(getattr(stats, name), np.float64))
         return self
 
-    def summarise(self, d, w=None):
-        """Network outputs of simulations d: shape input_shape or (n,)+input_shape."""
+    def get_gradient(self, dΛ_dx, w=None, key=None):
+        """Pass 2 on its own: the weight gradient Σ_i dΛ/dx_i · ∂x_i/∂w (and the
+        θ-derivative term) over the training data, from the cotangents of every
+        simulation's summaries, one vector-Jacobian product per batch.
+
+        ``get_summaries(w, key)``, then the loss's gradient with respect to those
+        summaries, then ``get_gradient`` equals the fit's own gradient.
+
+        Args:
+            dΛ_dx: ``(dΛ/dx (n_s, s), dΛ/d(∂x/∂θ) (n_d, s, p))``; for the
+                numerical derivative classes ``(dΛ/dx (n_s, s), dΛ/dx_mp (n_d,
+                2, p, s))``, shaped like ``get_summaries``'s outputs.
+            w: weights (default: ``self.w``).
+            key: JAX PRNG key; simulator classes re-make the simulations of
+                ``get_summaries(w, key)`` from it (required there).
+
+        Returns:
+            The gradient, a pytree like ``w``.
+        """
         w = self.w if w is None else w
-        d = np.asarray(d)
+        if isinstance(self.source, SimulatorSource):
+            data = {"rng": as_raw_key(key, "key")}
+        else:
+            data = self._data(None)
+        return self._pass_two(w, data, self._stream_cotangents(dΛ_dx))
+
+    def _stream_cotangents(self, dΛ_dx) -> dict:
+        s, p = self.n_summaries, self.n_params
+        numerical = isinstance(self.kind, FiniteDifference)
+        second = (self.n_d, 2, p, s) if numerical else (self.n_d, s, p)
+        if not isinstance(dΛ_dx, (tuple, list)) or len(dΛ_dx) != 2:
+            raise TypeError(f"dΛ_dx must be a pair (dΛ/dx {(self.n_s, s)}, "
+                            f"{'dΛ/dx_mp' if numerical else 'dΛ/d(∂x/∂θ)'} {second}), got "
+                            f"{type(dΛ_dx).__name__}")
+        ct_x = self.runtime.asarray(check_array("dΛ_dx[0]", dΛ_dx[0], (self.n_s, s)))
+        ct_d = self.runtime.asarray(check_array("dΛ_dx[1]", dΛ_dx[1], second))
+        if numerical:
+            streams = {"fiducial": Summaries(ct_x, None),
+                       "derivative": Summaries(ct_d.reshape((-1, s)), None)}
+        else:
+            streams = {"main": Summaries(ct_x[:self.n_d], ct_d),
+                       "remaining": Summaries(ct_x[self.n_d:], None)}
+        return {name: ct for name, ct in streams.items() if self.source.sizes[name]}
+
+    def get_summary(self, input, w=None, θ=None, derivative: bool = False,
+                    gradient: bool = False):
+        """One example through the network (the seed's per-example method).
+
+        ``input`` is, by flags (``d`` a simulation of shape input_shape, ``dd_dθ``
+        its θ-derivative input_shape + (p,), ``key`` a PRNG key for simulator
+        classes, which simulate at ``θ``):
+
+        - neither flag: ``d`` (``key``) -> the summary x (s,);
+        - ``derivative``: ``(d, dd_dθ)`` (``key``) -> ``(x (s,), ∂x/∂θ (s, p))``;
+        - ``gradient``: ``(dΛ_dx (s,), d)`` (``(dΛ_dx, key)``) -> the weight
+          gradient of ``dΛ_dx · x``, a pytree like ``w``;
+        - both: ``((dΛ_dx (s,), d2Λ_dxdθ (s, p)), (d, dd_dθ))`` (``(…, key)``)
+          -> the weight gradient of ``dΛ_dx · x + Σ d2Λ_dxdθ ∘ ∂x/∂θ``.
+
+        Gradients are one vector-Jacobian product (never a Jacobian ∂x/∂w).
+        Numerical derivative classes take no ``derivative`` (their θ-derivatives
+        come from differences of summaries).
+
+        Args:
+            input: see above.
+            w: weights (default: ``self.w``).
+            θ: parameters to simulate at (simulator classes; default θ_fid);
+                unused by the other classes.
+            derivative: also the θ-derivative (see above).
+            gradient: the weight gradient (see above).
+
+        Returns:
+            See above.
+        """
+        w = self.w if w is None else w
+        for name, flag in (("derivative", derivative), ("gradient", gradient)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        if derivative and isinstance(self.kind, FiniteDifference):
+            raise ValueError(f"derivative must be False for {type(self).__name__}: its "
+                             "θ-derivatives are differences of summaries of the perturbed "
+                             "simulations, not per-example derivatives")
+        s, p = self.n_summaries, self.n_params
+        ct = None
+        if gradient:
+            if not isinstance(input, (tuple, list)) or len(input) != 2:
+                raise TypeError("with gradient=True, input must be a pair (cotangents, "
+                                "example)")
+            ct, input = input
+            if derivative:
+                if not isinstance(ct, (tuple, list)) or len(ct) != 2:
+                    raise TypeError("with gradient=True and derivative=True the cotangents "
+                                    "must be a pair (dΛ_dx (s,), d2Λ_dxdθ (s, p))")
+                ct = Summaries(check_array("dΛ_dx", ct[0], (s,))[None],
+                               check_array("d2Λ_dxdθ", ct[1], (s, p))[None])
+            else:
+                ct = Summaries(check_array("dΛ_dx", ct, (s,))[None], None)
+            ct = tree_util.tree_map(self.runtime.asarray, ct)
+        if isinstance(self.source, SimulatorSource):
+            θ = self.θ_fid if θ is None else check_array("θ", θ, (p,)).astype(np.float64)
+            kind = self.kind._replace(θ_fid=θ)
+            inputs = as_raw_key(input, "input")[None]
+        else:
+            kind = Exact(p)
+            if derivative:
+                if not isinstance(input, (tuple, list)) or len(input) != 2:
+                    raise TypeError("with derivative=True, the example must be a pair "
+                                    "(d, dd_dθ)")
+                inputs = (check_array("d", input[0], self.input_shape, floating=True)[None],
+                          check_array("dd_dθ", input[1], self.input_shape + (p,),
+                                      floating=True)[None])
+            else:
+                inputs = check_array("d", input, self.input_shape, floating=True)[None]
+        inputs = tree_util.tree_map(self.runtime.asarray, inputs)
+        if gradient:
+            return self.runtime.batch_weight_gradient(self.network, w, kind, inputs,
+                                                      derivative, ct)
+        out = self.runtime.batch_summaries(self.network, w, kind, inputs, derivative)
+        return (out.x[0], out.dx_dθ[0]) if derivative else out.x[0]
+
+    # --- statistics and estimates -------------------------------------------------
+
+    def summarise(self, d, w=None):
+        """Network outputs of simulations.
+
+        Args:
+            d: one simulation (input_shape) or a batch (n,) + input_shape of
+                finite real numbers.
+            w: weights (default: ``self.w``).
+
+        Returns:
+            (s,) or (n, s) summaries.
+        """
+        w = self.w if w is None else w
+        d = _as_simulations("d", d, self.input_shape, self.runtime.dtype)
         single = d.ndim == len(self.input_shape)
         batch = d[None] if single else d
-        if batch.shape[1:] != self.input_shape:
-            raise ValueError(f"d must have shape {self.input_shape} or (n,)+{self.input_shape}, "
-                             f"got {d.shape}")
         x = np.asarray(self.runtime.batch_summaries(
             self.network, w, Exact(self.n_params), self.runtime.asarray(batch), False).x)
         return x[0] if single else x
 
     def get_estimate(self, d):
-        """Score-compressed estimates θ̂ = θ_fid + F⁻¹ dμ_dθᵀ C⁻¹ (x − μ) (spec §1)."""
+        """Score-compressed estimates θ̂ = θ_fid + F⁻¹ dμ_dθᵀ C⁻¹ (x − μ).
+
+        Args:
+            d: one simulation (input_shape) or a batch (n,) + input_shape.
+
+        Returns:
+            (p,) or (n, p) estimates.
+
+        Raises:
+            RuntimeError: no Fisher statistics yet (call fit or set_F_statistics).
+        """
         if self.F is None:
             raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
         x = self.summarise(d)
@@ -358,6 +807,12 @@ def _simulator_kind(simulator, θ_fid, input_shape, backend):
     if returns_derivative and backend == "jax":
         raise TypeError("on the jax backend simulator(key, θ) must return one simulation "
                         "(derivatives come from forward-mode autodiff)")
+    dtype = getattr(out[0] if returns_derivative else out, "dtype", None)
+    if dtype is None or not np.issubdtype(np.dtype(dtype), np.floating):
+        raise TypeError(f"simulator must return floating-point simulations, but "
+                        f"simulator(key, θ) gives dtype {dtype}: simulations are "
+                        "differentiated with respect to θ (an integer result has no "
+                        "derivative); return e.g. d.astype(jnp.float32)")
     shape = tuple(np.shape(out[0] if returns_derivative else out))
     if shape != tuple(input_shape):
         raise ValueError(f"simulator returns simulations of shape {shape}, but input_shape "
@@ -396,6 +851,7 @@ class AggregatedSimulatorIMNN(_IMNN):
         self.simulator = simulator
         self._attach(SimulatorSource(kind, self.n_s, self.n_d, self.n_params, layout,
                                      self.runtime), kind)
+        self._seed_shapes(layout)
 
 
 class GradientIMNN(_IMNN):
@@ -409,7 +865,7 @@ class GradientIMNN(_IMNN):
         kind = Exact(self.n_params)
         self._attach(ArraySource(kind, self.n_s, self.n_d, self.n_params, self.input_shape,
                                  fiducial, derivative, validation_fiducial,
-                                 validation_derivative, Layout()), kind)
+                                 validation_derivative, Layout(), self.runtime.dtype), kind)
 
 
 class AggregatedGradientIMNN(_IMNN):
@@ -428,7 +884,8 @@ class AggregatedGradientIMNN(_IMNN):
         kind = Exact(self.n_params)
         self._attach(ArraySource(kind, self.n_s, self.n_d, self.n_params, self.input_shape,
                                  fiducial, derivative, validation_fiducial,
-                                 validation_derivative, layout), kind)
+                                 validation_derivative, layout, self.runtime.dtype), kind)
+        self._seed_shapes(layout)
 
 
 class NumericalGradientIMNN(_IMNN):
@@ -444,7 +901,7 @@ class NumericalGradientIMNN(_IMNN):
         self.δθ = np.asarray(kind.δθ)
         self._attach(ArraySource(kind, self.n_s, self.n_d, self.n_params, self.input_shape,
                                  fiducial, derivative, validation_fiducial,
-                                 validation_derivative, Layout()), kind)
+                                 validation_derivative, Layout(), self.runtime.dtype), kind)
 
 
 class AggregatedNumericalGradientIMNN(_IMNN):
@@ -462,7 +919,8 @@ class AggregatedNumericalGradientIMNN(_IMNN):
         self.δθ = np.asarray(kind.δθ)
         self._attach(ArraySource(kind, self.n_s, self.n_d, self.n_params, self.input_shape,
                                  fiducial, derivative, validation_fiducial,
-                                 validation_derivative, layout), kind)
+                                 validation_derivative, layout, self.runtime.dtype), kind)
+        self._seed_shapes(layout)
 
 
 def _finite_difference(δθ, n_params) -> FiniteDifference:

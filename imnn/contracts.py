@@ -32,6 +32,17 @@ class Summaries(NamedTuple):
     dx_dθ: Array | None
 
 
+class PerturbedSummaries(NamedTuple):
+    """Network outputs of the numerical-derivative classes, as the seed returns them.
+
+    x:     (n_s, s)          the fiducial simulations' summaries
+    x_mp:  (n_d, 2, p, s)    the perturbed simulations' summaries: [:, 0, α] below,
+                             [:, 1, α] above θ_fid in parameter α
+    """
+    x: Array
+    x_mp: Array
+
+
 class FisherStatistics(NamedTuple):
     """Gaussian Fisher statistics of a set of summaries (spec §1).
 
@@ -192,7 +203,7 @@ def stream_sizes(kind: Kind, n_s: int, n_d: int, n_params: int) -> dict[str, int
 
 
 __all__ = [
-    "Array", "Weights", "Summaries", "FisherStatistics", "LossParts", "Exact",
+    "Array", "Weights", "Summaries", "PerturbedSummaries", "FisherStatistics", "LossParts", "Exact",
     "FiniteDifference", "ThroughSimulator", "Kind", "Network", "StatisticsBackend",
     "BatchBackend", "Backend", "Optimiser", "stream_sizes",
 ]

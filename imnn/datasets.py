@@ -35,9 +35,12 @@ the wrong result"; here it fails, with the argument and device named):
 
 - at construction: each argument is a list of ``n_devices`` iterators, no
   iterator object used twice, and the numbers of simulations split evenly;
-- every batch: its structure (pair or single array), shape and dtype (real,
-  the same for every batch of a stream), and that the iterator has not ended;
-- the first epoch: finite values, and no batch equal to another one of the same
+- every batch: its structure (pair or single array), shape and dtype (floating
+  point, the same for every batch of a stream), and that the iterator has not
+  ended; a TensorFlow reading error (a damaged TFRecords file) names the stream,
+  the device and the file;
+- the first epoch: finite values within the working precision's range (see
+  ``imnn.sources.out_of_range``), and no batch equal to another one of the same
   data set (a device reading another device's chunk, e.g. a stale ``skip``
   index, or an epoch shorter than ``n_batches``); batches whose simulations are
   all equal (∂d/∂θ that does not depend on the noise) are exempt;
@@ -64,7 +67,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from .classes import _IMNN, _aggregation, _finite_difference
 from .contracts import Exact, Optimiser, Summaries, stream_sizes
 from .runtime import python_runner
-from .sources import QUANTITY, Layout, StoredStreams
+from .sources import QUANTITY, Layout, StoredStreams, out_of_range
 
 # --- one stream, with its checks ------------------------------------------------
 
@@ -78,12 +81,13 @@ class IteratorStream:
         (simulations, ∂d/∂θ) pairs
     seen: first-epoch fingerprints of the streams of one data set, shared between
         them so that no batch may equal another one anywhere in the data set
+    dtype: the working precision, whose range the first epoch's values must fit
     """
 
     def __init__(self, argument: str, iterators: list, n_batches: int, shapes: tuple,
-                 seen: dict):
+                 seen: dict, dtype=np.float32):
         self.argument, self.iterators, self.n_batches = argument, iterators, n_batches
-        self.shapes, self.seen = shapes, seen
+        self.shapes, self.seen, self.dtype = shapes, seen, np.dtype(dtype)
         self.n_devices = len(iterators)
         self.read = [0] * self.n_devices     # batches read from each device's iterator
         self.dtypes = [None] * len(shapes)
@@ -120,6 +124,12 @@ class IteratorStream:
                        f"repeat (end the dataset with .repeat()) and serve {self.n_batches} "
                        "batch(es) of n_per_device simulations per epoch; an empty dataset "
                        "(e.g. skipping past the end of the data) ends at once.")
+        except Exception as error:  # noqa: BLE001 - a reading error of the user's data
+            if not _is_tensorflow_error(error):
+                raise
+            from .tfrecords import describe_damage
+            self._fail(f"{where}: reading failed: {describe_damage(self.iterators[j], error)}",
+                       cause=error)
         arrays = self._checked(batch, where)
         if epoch < 2:
             self._verify(arrays, j, b, epoch, where)
@@ -150,6 +160,11 @@ class IteratorStream:
             if array.dtype.kind not in "fiu":
                 self._fail(f"{where}{what}: expected real numbers, got dtype {array.dtype}",
                            TypeError)
+            if array.dtype.kind != "f":
+                self._fail(f"{where}{what}: expected floating-point simulations, got dtype "
+                           f"{array.dtype} (the network is differentiated with respect to "
+                           "them): cast the dataset, e.g. .map(lambda x: tf.cast(x, "
+                           "tf.float32))", TypeError)
             if self.dtypes[c] is None:
                 self.dtypes[c] = array.dtype
             elif array.dtype != self.dtypes[c]:
@@ -175,6 +190,10 @@ class IteratorStream:
             return
         if not all(np.isfinite(a).all() for a in arrays):
             self._fail(f"{where}: contains non-finite values (NaN or inf)")
+        for a in arrays:
+            problem = out_of_range(a, self.dtype)
+            if problem:
+                self._fail(f"{where}: {problem}")
         for c, (array, print_) in enumerate(zip(arrays, prints)):
             if (array == array[:1]).all():
                 continue   # e.g. ∂d/∂θ that does not depend on the noise: equal batches are right
@@ -188,9 +207,14 @@ class IteratorStream:
                            "distinct batch(es).")
         self.first_epoch[(j, b)] = prints
 
-    def _fail(self, message, error=ValueError):
+    def _fail(self, message, error=ValueError, cause=None):
         self.error = message
-        raise error(message)
+        raise error(message) from cause
+
+
+def _is_tensorflow_error(error) -> bool:
+    """Whether TensorFlow raised it (checked without importing TensorFlow)."""
+    return any(cls.__module__.startswith("tensorflow") for cls in type(error).__mro__)
 
 
 def _identical(other, argument, j):
@@ -222,7 +246,7 @@ class IteratorSource(StoredStreams):
     """
 
     def __init__(self, kind, n_s, n_d, n_params, input_shape, layout: Layout,
-                 train: dict, validation: dict):
+                 train: dict, validation: dict, dtype=np.float32):
         self.kind, self.sizes = kind, stream_sizes(kind, n_s, n_d, n_params)
         simulation = (layout.n_per_device,) + tuple(input_shape)
         shapes = {name: (simulation, simulation + (n_params,)) if name in kind.derivative_streams
@@ -251,7 +275,7 @@ class IteratorSource(StoredStreams):
                                          "iterator (call .as_numpy_iterator() for each)")
                 n_batches = layout.n_batches(name, self.sizes[name], QUANTITY[name])
                 self.streams[key][name] = IteratorStream(argument, iterators, n_batches,
-                                                         shapes[name], seen)
+                                                         shapes[name], seen, dtype)
 
     def data(self, runtime, rng=None):
         return self.streams
@@ -323,6 +347,12 @@ class IteratorExecutor:
         return outputs
 
     def summaries_and_pullback(self, w, stream: IteratorStream, with_derivative):
+        return (self._pass_one(w, stream, with_derivative),
+                self.pullback(w, stream, with_derivative))
+
+    def pullback(self, w, stream: IteratorStream, with_derivative):
+        """Pass 2 of a stream: cotangents (n, …) in the data's order -> Σ over the
+        epoch's batches of their VJPs (reads one epoch when called)."""
         def pullback(cotangents: Summaries):
             total, per_batch = self._batch_order(stream.n_devices, stream.n_batches)(
                 w, cotangents)
@@ -331,7 +361,7 @@ class IteratorExecutor:
                                                           per_batch, b)
             return total
 
-        return self._pass_one(w, stream, with_derivative), pullback
+        return pullback
 
     def _pass_one(self, w, stream, with_derivative) -> Summaries:
         outputs = [self._summaries[with_derivative](w, self._place(batch))
@@ -483,7 +513,9 @@ class DatasetGradientIMNN(_DatasetIMNN):
         self._attach(IteratorSource(
             kind, self.n_s, self.n_d, self.n_params, self.input_shape, layout,
             {"main": main, "remaining": remaining},
-            {"main": validation_main, "remaining": validation_remaining}), kind)
+            {"main": validation_main, "remaining": validation_remaining},
+            self.runtime.dtype), kind)
+        self._seed_shapes(layout)
 
 
 class DatasetNumericalGradientIMNN(_DatasetIMNN):
@@ -509,7 +541,9 @@ class DatasetNumericalGradientIMNN(_DatasetIMNN):
         self._attach(IteratorSource(
             kind, self.n_s, self.n_d, self.n_params, self.input_shape, layout,
             {"fiducial": fiducial, "derivative": derivative},
-            {"fiducial": validation_fiducial, "derivative": validation_derivative}), kind)
+            {"fiducial": validation_fiducial, "derivative": validation_derivative},
+            self.runtime.dtype), kind)
+        self._seed_shapes(layout)
 
 
 __all__ = ["DatasetGradientIMNN", "DatasetNumericalGradientIMNN", "IteratorSource",

@@ -26,12 +26,41 @@ AGGREGATION = ("host", "devices", "n_per_device")
 DATA = ("simulator", "fiducial", "derivative", "main", "remaining")
 
 
-def IMNN(**kwargs):
-    """Build the IMNN class that the keyword arguments describe (see module docstring).
+LEADING = ("n_s", "n_d", "n_params", "n_summaries", "input_shape", "θ_fid", "model",
+           "optimiser", "key_or_state")
 
-    Every constructor argument is passed by keyword, e.g.
-    ``IMNN(n_s=..., n_d=..., ..., fiducial=..., derivative=..., δθ=...)``.
+
+def IMNN(*args, verbose: bool = False, **kwargs):
+    """Build the IMNN class that the arguments describe (see module docstring).
+
+    Every constructor argument may be passed by keyword, e.g.
+    ``IMNN(n_s=..., n_d=..., ..., fiducial=..., derivative=..., δθ=...)``; the
+    nine arguments every class shares (``n_s, n_d, n_params, n_summaries,
+    input_shape, θ_fid, model, optimiser, key_or_state``) may also come first,
+    by position, as in the earlier library.
+
+    Args:
+        *args: the nine shared arguments, in that order (or fewer, the rest by
+            keyword).
+        verbose: print which class the arguments select.
+        **kwargs: every other constructor argument, by keyword.
+
+    Returns:
+        An instance of the selected class.
+
+    Raises:
+        TypeError: unknown, missing, superfluous or contradictory arguments.
     """
+    if len(args) > len(LEADING):
+        raise TypeError(f"IMNN takes at most {len(LEADING)} positional arguments "
+                        f"({', '.join(LEADING)}), got {len(args)}; pass the data by keyword")
+    twice = [name for name in LEADING[:len(args)] if name in kwargs]
+    if twice:
+        raise TypeError(f"IMNN got multiple values for {_names(twice)} (by position and by "
+                        "keyword)")
+    if not isinstance(verbose, bool):
+        raise TypeError(f"verbose must be a bool, got {type(verbose).__name__}")
+    kwargs = {**dict(zip(LEADING, args)), **kwargs}
     unknown = [name for name in kwargs if name not in _known()]
     if unknown:
         raise TypeError(f"IMNN got unknown argument(s) {_names(unknown)}: no IMNN class takes "
@@ -48,6 +77,8 @@ def IMNN(**kwargs):
     if missing:
         raise TypeError(f"{cls.__name__} (selected by the data given) needs "
                         f"{_names(missing)} too")
+    if verbose:
+        print(f"IMNN: the arguments select {cls.__name__}")
     return cls(**kwargs)
 
 

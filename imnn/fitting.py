@@ -84,9 +84,14 @@ class Carry(NamedTuple):
 
 
 class Record(NamedTuple):
-    """The statistics of one iteration (training at w_i, validation at w_{i+1})."""
+    """The statistics of one iteration (training at w_i, validation at w_{i+1}).
+
+    ``finite``: whether the training loss and its weight gradient were finite;
+    when not, the iteration's update was not applied and the loop stops there.
+    """
     train: LossParts
     validation: LossParts | None
+    finite: Any
 
 
 class Problem(NamedTuple):
@@ -123,19 +128,57 @@ def loss_and_gradient(executor, w, streams, sizes, λ, α) -> tuple[LossParts, A
     return parts, tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *gradients)
 
 
+def stream_summaries(executor, w, streams, sizes) -> dict[str, Summaries]:
+    """Pass 1 only: the summaries of every stream that holds simulations."""
+    return {name: executor.summaries(w, inputs, with_derivative)
+            for name, (inputs, with_derivative) in streams.items() if sizes[name]}
+
+
 def summaries_of(executor, w, streams, sizes) -> Summaries:
     """Pass 1 only: the assembled summaries of every stream."""
-    outputs = {name: executor.summaries(w, inputs, with_derivative)
-               for name, (inputs, with_derivative) in streams.items() if sizes[name]}
-    return executor.backend.assemble(executor.kind, outputs)
+    return executor.backend.assemble(executor.kind, stream_summaries(executor, w, streams, sizes))
+
+
+def weight_gradient(executor, w, streams, sizes, cotangents: dict[str, Summaries]):
+    """Pass 2 only: Σ over streams and batches of the VJP of ``w ↦ stream
+    summaries`` with that stream's cotangents (``cotangents[name]``, shaped like
+    the stream's summaries). An executor with a ``pullback(w, inputs,
+    with_derivative)`` method skips pass 1; otherwise pass 1's outputs are
+    computed and dropped (a compiler removes them)."""
+    gradients = []
+    for name, (inputs, with_derivative) in streams.items():
+        if sizes[name]:
+            pullback = getattr(executor, "pullback", None)
+            pullback = (pullback(w, inputs, with_derivative) if pullback is not None else
+                        executor.summaries_and_pullback(w, inputs, with_derivative)[1])
+            gradients.append(pullback(cotangents[name]))
+    return tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *gradients)
+
+
+def all_finite(*trees):
+    """Whether every number in the trees is finite, with only array operators
+    (so the same code serves NumPy and traced JAX arrays): x·0 is 0 exactly
+    when x is finite, and NaN otherwise."""
+    total = 0
+    for tree in trees:
+        for leaf in tree_util.tree_leaves(tree):
+            total = total + (leaf * 0).sum()
+    return total == 0
 
 
 def fit_step(problem: Problem, carry: Carry, i, data, λ, α, min_iterations):
-    """One iteration of spec §3. Returns (next carry, Record)."""
+    """One iteration: summaries, loss and gradient at w_i, the optimiser update
+    to w_{i+1}, validation statistics at w_{i+1}, early stopping. Returns (next
+    carry, Record). A non-finite loss or gradient leaves the weights and the
+    optimiser state as they were (an update from it would make every weight NaN)."""
     ex = problem.executor
     parts, grads = loss_and_gradient(
         ex, carry.w, problem.training_streams(data, i), problem.sizes, λ, α)
+    finite = all_finite(parts.Λ, grads)
     w_next, opt_state = problem.optimiser.update(grads, carry.opt_state, carry.w)
+    w_next, opt_state = tree_util.tree_map(
+        lambda new, old: problem.where(finite, new, old), (w_next, opt_state),
+        (carry.w, carry.opt_state))
     if problem.validation_streams is None:
         validation, criterion, w_measured = None, parts.logdetF, carry.w
     else:
@@ -144,7 +187,7 @@ def fit_step(problem: Problem, carry: Carry, i, data, λ, α, min_iterations):
         criterion, w_measured = validation.logdetF, w_next
     stopping = update_stopping(carry.stopping, criterion, w_measured, i, min_iterations,
                                problem.where)
-    return Carry(w_next, opt_state, stopping), Record(parts, validation)
+    return Carry(w_next, opt_state, stopping), Record(parts, validation, finite)
 
 
 # --- running iterations without a compiler ----------------------------------------------
@@ -169,6 +212,11 @@ class LoopExecutor:
                          np.concatenate([p.dx_dθ for p in parts]) if with_derivative else None)
 
     def summaries_and_pullback(self, w, inputs, with_derivative):
+        return (self.summaries(w, inputs, with_derivative),
+                self.pullback(w, inputs, with_derivative))
+
+    def pullback(self, w, inputs, with_derivative):
+        """Pass 2 of one stream: cotangents (n, …) -> Σ_batches VJP, a pytree like w."""
         batches = self._batches(inputs)
 
         def pullback(cotangents: Summaries):
@@ -184,15 +232,17 @@ class LoopExecutor:
                 start += n
             return total
 
-        return self.summaries(w, inputs, with_derivative), pullback
+        return pullback
 
 
 def fit_step_and_keep_going(problem: Problem, carry: Carry, i, data, λ, α, min_iterations,
                             patience, max_iterations):
     """``fit_step``, and whether iteration i + 1 should run: decided with the step,
-    so that a compiled step hands back a single flag."""
+    so that a compiled step hands back a single flag. A non-finite iteration ends
+    the run there, so that the caller decides what follows (``fit(on_nan=...)``)."""
     carry, record = fit_step(problem, carry, i, data, λ, α, min_iterations)
-    return carry, record, keep_going(carry.stopping, i + 1, patience, max_iterations)
+    return carry, record, keep_going(carry.stopping, i + 1, patience, max_iterations) & \
+        record.finite
 
 
 def run_loop(problem: Problem, carry: Carry, data, λ, α, min_iterations, patience,

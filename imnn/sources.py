@@ -46,22 +46,65 @@ QUANTITY = {"main": "n_d", "remaining": "n_s - n_d", "fiducial": "n_s",
             "derivative": "2·p·n_d (= 2 · n_params · n_d)"}
 
 
-def check_array(name: str, array, shape: tuple, allow_none=False):
-    """A finite floating array of exactly ``shape``, as float64 numpy."""
+def range_limit(dtype) -> float:
+    """The largest magnitude a simulation may have in working precision ``dtype``:
+    √(largest finite number), so that a product of two values (a network layer's
+    terms, the squares forming the covariance) stays finite."""
+    return float(np.sqrt(np.finfo(dtype).max))
+
+
+def out_of_range(array, dtype) -> str | None:
+    """None if every value of ``array`` is within ``range_limit(dtype)``, else
+    what is wrong, in words."""
+    array = np.asarray(array)
+    if array.size == 0:
+        return None
+    largest = float(np.max(np.abs(array)))
+    limit = range_limit(dtype)
+    if largest <= limit:
+        return None
+    name = np.dtype(dtype).name
+    return (f"holds values up to {largest:.3g} in magnitude, beyond {limit:.3g} = √(largest "
+            f"{name}): the network's products and the covariance of its outputs would overflow "
+            f"in {name}. Rescale the simulations (e.g. divide by their standard deviation)"
+            + ("" if name == "float64" else
+               ", or work in float64 (jax.config.update('jax_enable_x64', True))"))
+
+
+def check_array(name: str, array, shape: tuple, allow_none=False, floating=False,
+                dtype=None):
+    """A finite real array of exactly ``shape``, as numpy.
+
+    floating: simulations must be floating point (they are differentiated);
+        otherwise integers are accepted too (parameter values).
+    dtype: the working precision; values beyond ``range_limit(dtype)`` are refused.
+    """
     if array is None:
         if allow_none:
             return None
         raise ValueError(f"{name} must be given: an array of shape {shape}")
     if not hasattr(array, "shape") and not isinstance(array, (list, tuple)):
         raise TypeError(f"{name} must be an array of shape {shape}, got {type(array).__name__}")
-    array = np.asarray(array)
+    try:
+        array = np.asarray(array)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name} must be an array of shape {shape}; it could not be read as "
+                         f"one: {error}") from None
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if floating and not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"{name} must hold floating-point simulations, got dtype {array.dtype} "
+                        f"(the network is differentiated with respect to them): pass "
+                        f"{name}.astype(np.float32)")
     if array.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {array.shape}")
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    if dtype is not None:
+        problem = out_of_range(array, dtype)
+        if problem:
+            raise ValueError(f"{name} {problem}")
     return array
 
 
@@ -76,8 +119,8 @@ class StoredStreams:
     def validation_streams(self, data):
         return self._with_flags(data["validation"])
 
-    def statistics_streams(self, data, key=None):
-        return self._with_flags(data["validation" if self.validate else "train"])
+    def statistics_streams(self, data, key=None, validate=False):
+        return self._with_flags(data["validation" if validate else "train"])
 
     def _with_flags(self, streams):
         return {name: (inputs, name in self.kind.derivative_streams)
@@ -93,19 +136,23 @@ class ArraySource(StoredStreams):
     """
 
     def __init__(self, kind, n_s, n_d, n_params, input_shape, fiducial, derivative,
-                 validation_fiducial, validation_derivative, layout: Layout):
+                 validation_fiducial, validation_derivative, layout: Layout, dtype=None):
         self.kind, self.layout = kind, layout
         self.sizes = stream_sizes(kind, n_s, n_d, n_params)
         shapes = self._shapes(kind, n_s, n_d, n_params, tuple(input_shape))
-        train = (check_array("fiducial", fiducial, shapes[0]),
-                 check_array("derivative", derivative, shapes[1]))
+
+        def check(name, array, shape):
+            return check_array(name, array, shape, floating=True, dtype=dtype)
+
+        train = (check("fiducial", fiducial, shapes[0]),
+                 check("derivative", derivative, shapes[1]))
         if (validation_fiducial is None) != (validation_derivative is None):
             missing = "validation_derivative" if validation_derivative is None else "validation_fiducial"
             raise ValueError(f"{missing} must be given too: validation needs both "
                              "validation_fiducial and validation_derivative")
         self.validate = validation_fiducial is not None
-        validation = (check_array("validation_fiducial", validation_fiducial, shapes[0]),
-                      check_array("validation_derivative", validation_derivative, shapes[1])
+        validation = (check("validation_fiducial", validation_fiducial, shapes[0]),
+                      check("validation_derivative", validation_derivative, shapes[1])
                       ) if self.validate else None
         self.arrays = {"train": self._streams(*train)}
         if self.validate:
@@ -144,9 +191,14 @@ def as_raw_key(rng, name="rng"):
     if rng is None:
         raise ValueError(f"{name} must be a JAX PRNG key (jax.random.PRNGKey(seed)) for a "
                          "simulator-based fit: fresh simulations are drawn from it")
-    if jnp.issubdtype(getattr(rng, "dtype", np.float64), jax.dtypes.prng_key):
+    dtype = getattr(rng, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
         rng = jax.random.key_data(rng)
-    rng = np.asarray(rng)
+    try:
+        rng = np.asarray(rng)
+    except (ValueError, TypeError):
+        raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.PRNGKey(0), got "
+                        f"{type(rng).__name__}") from None
     if rng.shape != (2,) or rng.dtype != np.uint32:
         raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.PRNGKey(0), got an "
                         f"array of shape {rng.shape} and dtype {rng.dtype}")
@@ -178,8 +230,11 @@ class SimulatorSource:
     def training_streams(self, data, i):
         return self._streams(simulation_keys(data["rng"], i, self.n_s))
 
-    def statistics_streams(self, data, key):
+    def statistics_streams(self, data, key, validate=False):
+        """Fresh simulations from ``key`` (simulator classes have no stored
+        validation set: ``validate`` changes nothing)."""
         return self._streams(simulation_keys(key, 0, self.n_s))
 
 
-__all__ = ["Layout", "ArraySource", "SimulatorSource", "simulation_keys", "check_array"]
+__all__ = ["Layout", "ArraySource", "SimulatorSource", "simulation_keys", "check_array",
+           "range_limit", "out_of_range"]

@@ -109,3 +109,131 @@ def test_estimate_needs_statistics_and_right_shapes():
     model.set_F_statistics()
     with pytest.raises(ValueError, match=r"d must have shape \(10,\) or \(n,\)\+\(10,\)"):
         model.get_estimate(np.zeros((3, 9)))
+
+
+# --- inputs that cannot work, refused before any work ------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    (dict(n_s=2, n_d=2), r"n_s = 2 must be greater than n_params = 2"),
+    (dict(n_s=3, n_d=3, n_summaries=3), r"n_s = 3 must be greater than n_summaries = 3"),
+    (dict(n_summaries=1), r"n_summaries = 1 must be at least n_params = 2: .*det F = 0"),
+])
+def test_sizes_whose_fisher_is_singular_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        gradient(**change)
+
+
+@pytest.mark.parametrize("name", ["fiducial", "derivative", "validation_fiducial",
+                                  "validation_derivative"])
+def test_integer_simulations_are_refused(name):
+    fid, der = exact_data(jax.random.PRNGKey(1), N, 10)
+    arrays = dict(fiducial=fid, derivative=der, validation_fiducial=fid,
+                  validation_derivative=der)
+    arrays[name] = np.round(arrays[name]).astype(np.int64)
+    with pytest.raises(TypeError, match=rf"^{name} must hold floating-point simulations, got "
+                       rf"dtype int64 .*: pass {name}.astype\(np.float32\)"):
+        gradient(**arrays)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e39])
+def test_simulations_beyond_the_working_precision_are_refused(scale):
+    fid, der = numerical_data(jax.random.PRNGKey(1), N, 10)
+    base = (N, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"fiducial holds values up to .*e\+(30|39) in magnitude, "
+                       r"beyond 1.84e\+19 = √\(largest float32\)"):
+        imnn.NumericalGradientIMNN(*base, fid * scale, der, δθ)
+
+
+def test_integer_simulator_output_is_refused():
+    base = (N, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match=r"simulator must return floating-point simulations, "
+                       r"but simulator\(key, θ\) gives dtype int32"):
+        imnn.SimulatorIMNN(*base, lambda k, θ: jax.random.randint(k, INPUT_SHAPE, 0, 10))
+
+
+@pytest.mark.parametrize("scale, message", [
+    (1e30, r"the simulator's output holds values up to .*e\+30 in magnitude, beyond 1.84e\+19"),
+    (1e39, r"the simulator returned non-finite values for simulation\(s\) \[0, "),
+])
+def test_simulator_beyond_the_working_precision_stops_at_the_first_iteration(scale, message):
+    base = (N, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-3), jax.random.PRNGKey(0))
+    model = imnn.SimulatorIMNN(*base, lambda k, θ: simulator(k, θ) * scale)
+    with pytest.raises(ValueError, match=r"first iteration of the fit is not finite: .*" + message):
+        model.fit(10.0, 0.1, rng=jax.random.PRNGKey(1), max_iterations=3)
+    assert len(model.history["detF"]) == 0
+
+
+def test_zero_derivative_stops_at_the_first_iteration():
+    fid, der = exact_data(jax.random.PRNGKey(1), N, 10)
+    model = gradient(derivative=der * 0)
+    with pytest.raises(ValueError, match=r"derivative of the mean summaries dμ/dθ is zero"):
+        model.fit(10.0, 0.1, max_iterations=3)
+
+
+def nan_simulator(key, θ):
+    """The test simulator, NaN for about 1 % of keys."""
+    bad = jax.random.uniform(jax.random.fold_in(key, 1)) < 0.01
+    return jax.numpy.where(bad, jax.numpy.nan, simulator(key, θ))
+
+
+def test_nan_simulations_later_in_the_fit_follow_on_nan():
+    from imnn.sources import simulation_keys
+    n_s = 50
+
+    @jax.jit
+    def nan_at(rng):   # (8,): whether iteration i draws a NaN simulation
+        return jax.vmap(lambda i: jax.vmap(lambda k: jax.numpy.isnan(nan_simulator(
+            k, θ_FID)).any())(simulation_keys(rng, i, n_s)).any())(jax.numpy.arange(8))
+
+    # A key whose iteration 0 is clean and whose first NaN comes within 8 iterations.
+    rng = next(r for r in (np.asarray(jax.random.PRNGKey(s)) for s in range(50))
+               if not nan_at(r)[0] and nan_at(r).any())
+    bad = list(np.flatnonzero(nan_at(rng)))
+    model = imnn.SimulatorIMNN(n_s, 20, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-2),
+                               jax.random.PRNGKey(0), nan_simulator)
+    with pytest.warns(RuntimeWarning, match=rf"fit stopped at iteration {bad[0]}, .*the simulator "
+                      rf"returned non-finite values for simulation\(s\) \[\d+.*\] of iteration "
+                      rf"{bad[0]}"):
+        model.fit(10.0, 0.1, rng=rng, min_iterations=0, max_iterations=8)     # on_nan="stop"
+    assert len(model.history["detF"]) == bad[0] + 1
+    assert not np.isfinite(model.history["detF"][-1])
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(model.final_w))
+    with pytest.raises(FloatingPointError, match=rf"stopped at iteration {bad[0]}"):
+        model.fit(10.0, 0.1, rng=rng, min_iterations=0, max_iterations=8, on_nan="raise")
+    with pytest.warns(RuntimeWarning, match=rf"not finite at {len(bad)} iteration\(s\) \(first: "
+                      rf"iteration {bad[0]}\); their updates were skipped"):
+        model.fit(10.0, 0.1, rng=rng, min_iterations=0, max_iterations=8, on_nan="warn")
+    assert len(model.history["detF"]) == 2 * (bad[0] + 1) + 8
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(model.final_w))
+    with pytest.raises(ValueError, match=r"on_nan must be one of \('stop', 'raise', 'warn'\)"):
+        model.fit(10.0, 0.1, rng=rng, on_nan="ignore")
+
+
+def test_two_threads_cannot_fit_one_object_at_once():
+    import threading
+    model = gradient()
+    inside, release, errors = threading.Event(), threading.Event(), []
+
+    def callback(_):
+        inside.set()
+        release.wait(timeout=60)
+
+    def first():
+        try:
+            model.fit(10.0, 0.1, max_iterations=2, print_rate=1, callback=callback)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(timeout=120)
+    try:
+        with pytest.raises(RuntimeError, match=r"GradientIMNN object at 0x[0-9a-f]+ is already "
+                           r"fitting in another thread"):
+            model.fit(10.0, 0.1, max_iterations=2)
+    finally:
+        release.set()
+        thread.join(timeout=120)
+    assert not errors and len(model.history["detF"]) == 2
+    model.fit(10.0, 0.1, max_iterations=1)    # the lock is released when a fit returns
+    assert len(model.history["detF"]) == 3

@@ -59,9 +59,10 @@ def test_best_weights_with_validation_are_the_updated_weights():
     model.fit(10.0, 0.1, patience=5, min_iterations=0, max_iterations=60, best=False)
     h = model.history["val_detF"]
     assert len(h) == len(model.history["detF"])
-    model.set_F_statistics(model.best_w)  # validation data
-    assert np.linalg.det(model.F) == pytest.approx(np.max(h), rel=1e-4)
     assert model.w is model.final_w
+    model.set_F_statistics(model.best_w)  # validation data; the given weights become w
+    assert np.linalg.det(model.F) == pytest.approx(np.max(h), rel=1e-4)
+    assert model.w is model.best_w
 
 
 def test_second_fit_continues_the_optimiser():
@@ -153,13 +154,16 @@ def test_plot_returns_stacked_axes(tmp_path):
 
 
 def test_nan_fisher_is_reported():
-    # Constant summaries: C is singular, det F is not finite: a clear warning.
+    # Constant simulations: C is singular at the initial weights, so det F cannot be
+    # finite: the first iteration stops with the reason, and nothing is kept.
     net = imnn.nn.serial(imnn.nn.Dense(2), imnn.nn.Relu, imnn.nn.Dense(2))
     fid, der = exact_data(jax.random.PRNGKey(1), 40, 40)
     model = imnn.GradientIMNN(40, 40, 2, 2, INPUT_SHAPE, θ_FID, net, optax.sgd(0.0),
                               jax.random.PRNGKey(0), fid * 0 - 5.0, der * 0)
-    with pytest.warns(RuntimeWarning, match="not finite"):
+    with pytest.raises(ValueError, match=r"first iteration of the fit is not finite: the "
+                       r"covariance of the summaries is singular \(rank 0 of n_summaries = 2\)"):
         model.fit(10.0, 0.1, max_iterations=3)
+    assert model.fit_iteration == 0 and len(model.history["detF"]) == 0
     assert model.history["max_detF"] == 0.0
 
 

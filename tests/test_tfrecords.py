@@ -1,5 +1,6 @@
 """TFRecords writer and parsers: record format, file layout, compatibility, errors."""
 import glob
+import re
 import os
 import subprocess
 import sys
@@ -412,3 +413,49 @@ def test_import_does_not_import_tensorflow():
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- damaged files
+
+@pytest.mark.parametrize("damage, what", [
+    (lambda raw: raw[:-30], r"truncated record at \d+"),
+    (lambda raw: raw[:150] + bytes([raw[150] ^ 0x10]) + raw[151:], r"corrupted record at \d+"),
+])
+def test_damaged_file_is_reported_with_its_path_and_stream(tmp_path, rng, damage, what):
+    import jax
+    import optax
+
+    import imnn
+    n_s, n_d, n_per_device = 4, 2, 2
+    writer = TFRecords(record_size=1.0)
+    streams = {}
+    for prefix in ("", "validation_"):
+        fiducial = rng.normal(size=(n_s,) + INPUT_SHAPE)
+        derivative = rng.normal(size=(n_d, 2, N_PARAMS) + INPUT_SHAPE)
+        paths = (write_fiducial(writer, fiducial, tmp_path, filename=prefix + "fiducial")
+                 + write_numerical(writer, derivative, tmp_path, filename=prefix + "derivative"))
+        streams[prefix] = paths
+    damaged = streams["validation_"][1]
+    with open(damaged, "rb") as file:
+        raw = file.read()
+    with open(damaged, "wb") as file:
+        file.write(damage(raw))
+
+    def iterators(path, parse):
+        return [tf.data.TFRecordDataset([path]).map(parse).batch(n_per_device).repeat()
+                .as_numpy_iterator()]
+
+    model = imnn.DatasetNumericalGradientIMNN(
+        n_s, n_d, N_PARAMS, 2, INPUT_SHAPE, np.zeros(N_PARAMS),
+        imnn.nn.serial(imnn.nn.Flatten, imnn.nn.Dense(2)), optax.adam(1e-3),
+        jax.random.PRNGKey(0), iterators(streams[""][0], writer.parser),
+        iterators(streams[""][1], writer.parser), np.full(N_PARAMS, 0.1),
+        jax.devices()[0], jax.devices()[:1], n_per_device,
+        validation_fiducial=iterators(streams["validation_"][0], writer.parser),
+        validation_derivative=iterators(damaged, writer.parser))
+    model.get_summaries(validate=False)               # the training files are intact
+    with pytest.raises(ValueError, match=(
+            r"^validation_derivative\[0\] \(the iterator of device 0\), batch \d of its 4 per "
+            r"epoch: reading failed: the TFRecords file " + re.escape(damaged)
+            + r" is damaged \(" + what + r"[^)]*\)\. Rewrite it")):
+        model.get_summaries(validate=True)
