@@ -34,8 +34,9 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def fresh_fisher(fitter, simulate, n=N_EVAL, seed=12345, batch=5000) -> np.ndarray:
-    """F (p, p), float64, of the fitted network's summaries on ``n`` fresh
+def fresh_fisher(fitter, simulate, w=None, n=N_EVAL, seed=12345, batch=5000) -> np.ndarray:
+    """F (p, p), float64, of the fitted network's summaries (with weights ``w``,
+    by default the fitter's ``w``) on ``n`` fresh
     simulations at θ_fid: dμ/dθᵀ C⁻¹ dμ/dθ with C the summaries' covariance and
     dμ/dθ the mean of ∂x/∂θ, by forward-mode differentiation through the
     simulator and the network."""
@@ -43,7 +44,7 @@ def fresh_fisher(fitter, simulate, n=N_EVAL, seed=12345, batch=5000) -> np.ndarr
     import jax.numpy as jnp
 
     from imnn.utils import value_and_jacfwd
-    apply, w = fitter.network.apply, fitter.w
+    apply, w = fitter.network.apply, fitter.w if w is None else w
     θ = jnp.asarray(fitter.θ_fid, jnp.float32)
 
     @jax.jit
@@ -59,9 +60,10 @@ def fresh_fisher(fitter, simulate, n=N_EVAL, seed=12345, batch=5000) -> np.ndarr
     return dμ_dθ.T @ np.linalg.solve(C, dμ_dθ)
 
 
-def fit_and_measure(recipe, simulator, seed=0, optimiser=None) -> dict:
+def fit_and_measure(recipe, simulator, seed=0, optimiser=None, both=False) -> dict:
     """Fit a SimulatorIMNN with ``recipe`` (and ``optimiser`` in place of the
-    recipe's, if given) and measure it on fresh simulations."""
+    recipe's, if given) and measure on fresh simulations the weights the recipe
+    keeps (``recipe.best``) and, with ``both``, also the best and the last ones."""
     import jax
 
     import imnn
@@ -76,8 +78,13 @@ def fit_and_measure(recipe, simulator, seed=0, optimiser=None) -> dict:
     wall, cpu = time.perf_counter() - start_wall, cpu_seconds() - start_cpu
     detF = float(np.linalg.det(fresh_fisher(fitter, simulator.simulate)))
     exact = float(np.linalg.det(simulator.fisher()))
-    return {"detF": detF, "fraction": detF / exact, "iterations": fitter.fit_iteration,
-            "wall": wall, "cpu": cpu}
+    result = {"detF": detF, "fraction": detF / exact, "iterations": fitter.fit_iteration,
+              "wall": wall, "cpu": cpu}
+    if both:
+        for name in ("best_w", "final_w"):
+            F = fresh_fisher(fitter, simulator.simulate, getattr(fitter, name))
+            result[name] = float(np.linalg.det(F)) / exact
+    return result
 
 
 def rows(quick: bool):
@@ -87,39 +94,45 @@ def rows(quick: bool):
     from imnn.optimisers import DEMO_RECIPE as R
     from imnn.simulators import GaussianMeanVariance, GaussianVariance
     mv = GaussianMeanVariance(n=10)
-    old_demo = dataclasses.replace(R, n_s=1000, n_d=1000, width=128, max_iterations=5000,
-                                   patience=1000)
+    old_demo = dataclasses.replace(R, n_s=1000, n_d=1000, width=128, activation="Elu",
+                                   max_iterations=5000, patience=1000, λ=10.0, best=True)
     change = dataclasses.replace
     table = [
         ("**recipe** (`DEMO_RECIPE`)", mv, R, None),
         ("constant rate 10⁻³ (no schedule)", mv, R, optax.adam(1e-3)),
-        ("earlier demo: constant 10⁻³, n_s = n_d = 1000, width 128, patience 1000, "
-         "up to 5000 iterations", mv, old_demo, optax.adam(1e-3)),
+        ("earlier demo: constant 10⁻³, n_s = n_d = 1000, width 128, Elu, λ = 10, "
+         "patience 1000, up to 5000 iterations", mv, old_demo, optax.adam(1e-3)),
     ]
     if quick:
         return table
-    half = R.max_iterations // 2
+    half, double = R.max_iterations // 2, 2 * R.max_iterations
     table += [
+        ("best weights (`fit(best=True)`, the default) instead of the last", mv,
+         change(R, best=True), None),
         ("constant rate 10⁻²", mv, R, optax.adam(1e-2)),
         (f"cosine from 3 × 10⁻² (to {R.final_learning_rate:g})", mv,
          change(R, learning_rate=3e-2), None),
         (f"cosine from 3 × 10⁻³ (to {R.final_learning_rate:g})", mv,
          change(R, learning_rate=3e-3), None),
+        (f"cosine to 10⁻⁵ (from {R.learning_rate:g})", mv,
+         change(R, final_learning_rate=1e-5), None),
         ("exponential decay 10⁻² → 10⁻⁴", mv, R,
          optax.adam(optax.exponential_decay(R.learning_rate, R.max_iterations,
                                             R.final_learning_rate / R.learning_rate))),
+        (f"max_iterations = {half} (the decay over {half})", mv,
+         change(R, max_iterations=half, patience=half), None),
+        (f"max_iterations = {double} (the decay over {double})", mv,
+         change(R, max_iterations=double, patience=double), None),
+        ("patience 200 (stops inside the decay)", mv, change(R, patience=200), None),
         (f"n_s = {R.n_s // 2}", mv, change(R, n_s=R.n_s // 2, n_d=min(R.n_d, R.n_s // 2)), None),
         (f"n_s = {2 * R.n_s}", mv, change(R, n_s=2 * R.n_s), None),
-        (f"n_d = {R.n_s} (derivatives of every simulation)", mv, change(R, n_d=R.n_s), None),
         (f"n_d = {R.n_d // 2}", mv, change(R, n_d=R.n_d // 2), None),
-        (f"max_iterations = {half} (decay over {half})", mv,
-         change(R, max_iterations=half, patience=half), None),
-        ("patience 200 (early stopping inside the decay)", mv, change(R, patience=200), None),
-        ("λ = 2", mv, change(R, λ=2.0), None),
-        ("λ = 100", mv, change(R, λ=100.0), None),
+        (f"n_d = {R.n_s} = n_s", mv, change(R, n_d=R.n_s), None),
+        ("λ = 10 (ε = 0.1)", mv, change(R, λ=10.0), None),
         ("ε = 0.01", mv, change(R, ε=0.01), None),
         (f"width {R.width // 2}", mv, change(R, width=R.width // 2), None),
         (f"width {2 * R.width}", mv, change(R, width=2 * R.width), None),
+        ("Elu activation", mv, change(R, activation="Elu"), None),
         ("gaussian_variance (σ² of 10 draws, F = 5): recipe", GaussianVariance(n=10), R, None),
         ("gaussian_variance: constant rate 10⁻³", GaussianVariance(n=10), R, optax.adam(1e-3)),
     ]
@@ -150,9 +163,11 @@ def main(argv=None) -> int:
         from imnn.simulators import GaussianMeanVariance
         results = []
         for seed in range(args.seeds):
-            r = fit_and_measure(DEMO_RECIPE, GaussianMeanVariance(n=10), seed)
+            r = fit_and_measure(DEMO_RECIPE, GaussianMeanVariance(n=10), seed, both=True)
             results.append((f"recipe, seed {seed}", r))
-            print(f"seed {seed}: {100 * r['fraction']:.2f} %  ({r['iterations']} iterations, "
+            print(f"seed {seed}: {100 * r['fraction']:.2f} % (last weights "
+                  f"{100 * r['final_w']:.2f} %, best weights {100 * r['best_w']:.2f} %; "
+                  f"{r['iterations']} iterations, "
                   f"{r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU)", flush=True)
         fractions = [r["fraction"] for _, r in results]
         print(markdown(results))

@@ -1,5 +1,6 @@
 """The measured defaults: default_optimiser's schedule, and the demo recipe
 reaching the information of the mean/variance problem on fresh simulations."""
+import dataclasses
 import math
 
 import jax
@@ -67,6 +68,27 @@ def test_demo_recipe_optimiser_and_its_toml_table_agree(x64):
 def test_default_optimiser_rejects_bad_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
         default_optimiser(*arguments)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_s": 0}, "n_s must be an integer >= 1"),
+    ({"n_d": 4000}, r"n_d \(4000\) must be at most n_s \(2000\)"),
+    ({"max_iterations": 10.0}, "max_iterations must be an integer >= 1"),
+    ({"min_iterations": -1}, "min_iterations must be an integer >= 0"),
+    ({"λ": 0.0}, "λ must be a positive number"),
+    ({"best": 1}, "best must be a bool"),
+    ({"activation": "serial"}, "activation must name an imnn.nn activation"),
+])
+def test_fit_recipe_rejects_bad_settings(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(DEMO_RECIPE, **change)
+
+
+def test_fit_recipe_builds_its_network():
+    model = dataclasses.replace(DEMO_RECIPE, activation="Elu", width=8).model(3)
+    assert model == imnn.nn.serial(imnn.nn.Dense(8), imnn.nn.Elu(), imnn.nn.Dense(8),
+                                   imnn.nn.Elu(), imnn.nn.Dense(3))
+    assert imnn.nn.output_shape(DEMO_RECIPE.model(2), (10,)) == (2,)
 
 
 def fresh_fisher(fitter, simulate, n=20000, batch=5000):
