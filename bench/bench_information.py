@@ -12,6 +12,7 @@ iterations run, and the fit's wall and CPU seconds (compilation included).
     python bench/bench_information.py            # every row, mean/variance problem
     python bench/bench_information.py --quick    # the recipe, a constant rate, the old demo
     python bench/bench_information.py --seeds 5  # the recipe alone, over seeds 0-4
+    python bench/bench_information.py --seeds 3 --seed 5  # over seeds 5-7
 
 CPU seconds are those of this process (all XLA threads); on a shared machine
 wall time grows with the load, CPU time much less.
@@ -153,8 +154,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="three rows: the recipe, a constant rate, the earlier demo")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
-                        help="instead of the table: the recipe over seeds 0..N-1")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
+                        help="instead of the table: the recipe over N seeds from --seed on")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every row, or the first of --seeds (default 0)")
     args = parser.parse_args(argv)
     import os
     load = os.getloadavg()[0]
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
         from imnn.optimisers import DEMO_RECIPE
         from imnn.simulators import GaussianMeanVariance
         results = []
-        for seed in range(args.seeds):
+        for seed in range(args.seed, args.seed + args.seeds):
             r = fit_and_measure(DEMO_RECIPE, GaussianMeanVariance(n=10), seed, both=True)
             results.append((f"recipe, seed {seed}", r))
             print(f"seed {seed}: {100 * r['fraction']:.2f} % (last weights "
