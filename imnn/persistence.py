@@ -1,42 +1,36 @@
-"""Saving a fitted IMNN and loading it back, on any backend.
+"""Saving a fitted IMNN and loading it back, on any backend, for any model kind.
 
 ``save(fitter, path)`` writes everything needed to evaluate the network and to
-carry on fitting it; ``load(path)`` gives a :class:`FittedIMNN` that summarises
-and estimates without the training data or the simulator, on the backend of
-your choice (a model fitted on JAX evaluates on the NumPy reference);
-``restore(fitter, path)`` puts the saved state back into an IMNN object built
-again with the same class, model, optimiser and data or simulator, so that
-``fitter.fit(..., resume=True)`` carries on an interrupted fit exactly.
+carry on fitting it; ``load(path)`` gives a :class:`FittedIMNN` that summarises,
+estimates and compresses without the training data or the simulator, on the
+backend of your choice (an imnn.nn model fitted on JAX evaluates on the NumPy
+reference); ``restore(fitter, path)`` puts the saved state back into an IMNN
+object built again with the same class, model, optimiser and data or simulator,
+so that ``fitter.fit(..., resume=True)`` carries on an interrupted fit exactly.
 
-The file (``.imnn``) is a zip archive, written atomically (a temporary file in
-the same directory, fsync, ``os.replace``), so a crash never leaves a half
-written file under the final name:
+The file (``.imnn``, see ``imnn._archive``) is a zip archive of a JSON manifest
+and NumPy arrays, written atomically, every member covered by a SHA-256 and
+nothing pickled. The manifest holds the format and version, the class name,
+the constructor scalars (n_s, n_d, n_params, n_summaries, input_shape, …), the
+model's kind (``"imnn.nn"``, ``"init_apply"``, …) and, for imnn.nn models, the
+model as a list of layer tables; the key path of every weight leaf
+(``jax.tree_util.keystr``) and of every optimiser-state leaf; the fit's
+progress; user metadata. The arrays are θ_fid, δθ, the weights w / best_w /
+final_w leaf by leaf, the optimiser-state leaves, the history and the
+statistics F, invF, C, invC, μ, dμ_dθ.
 
-    manifest.json   format and version, class name, constructor scalars
-                    (n_s, n_d, n_params, n_summaries, input_shape, …), the
-                    imnn.nn model as a list of tables (``model_to_tables``), fit
-                    progress, user metadata, and for every array its member
-                    name, shape, dtype and SHA-256
-    arrays/K.npy    one NumPy array each (no pickles): θ_fid, δθ, the weights
-                    w / best_w / final_w, the optimiser-state leaves, the
-                    history, the statistics F, invF, C, invC, μ, dμ_dθ
-
-Every array is checked against its SHA-256 on reading; a truncated or
-corrupted file raises :class:`DamagedFileError`.
-
-Optimiser states are stored as their leaves only: ``restore`` rebuilds the
-tree structure from ``fitter.optimiser.init(w)`` of the rebuilt object, so the
-same optimiser must be given again.
+Weights are restored into a target: the weights that the model given again
+initialises (``network.init``), or the fitter's own weights for ``restore``;
+the file must have the same leaves, by key path, shape and dtype kind (a
+floating leaf takes the target's precision). imnn.nn models are rebuilt from
+their tables, so they load without the model; every other kind needs it.
+The optimiser state's structure comes likewise from the optimiser given again.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
 import os
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,132 +38,52 @@ import jax
 import numpy as np
 from jax import tree_util
 
-from . import nn
+from ._archive import (DamagedFileError, leftover_temporaries, read_archive,
+                       remove_leftover_temporaries, write_archive, write_atomically)
+from ._leaves import dtype_of, first_difference, key_paths, like, unknown_path
+from ._manifest import check, history_keys, upgrade_v1
+from ._models import KINDS, model_kind
+from ._tables import model_from_tables, model_to_tables
 from .classes import _IMNN
-from .runtime import make_backend
+from .runtime import BACKENDS, make_backend
+
+Array = jax.Array | np.ndarray
 
 FORMAT = "imnn"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 STATISTICS = ("F", "invF", "C", "invC", "μ", "dμ_dθ")
 WEIGHTS = ("w", "best_w", "final_w")
 
 
-class DamagedFileError(ValueError):
-    """An .imnn file that is truncated, corrupted or not an .imnn file at all."""
+# --- writing ------------------------------------------------------------------------------
 
+def save(fitter, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write a fit to an .imnn file, atomically.
 
-# --- the model as a list of tables ------------------------------------------------
+    Args:
+        fitter: an IMNN object (any class, any model kind) or a FittedIMNN.
+        path: the file to write; it holds either the old file or the new one,
+            whatever happens.
+        metadata: anything JSON can hold, returned as ``FittedIMNN.metadata``.
 
-# type -> (builder, {argument: (kind, default)}); kinds are checked by _argument.
-_REQUIRED = object()
-_LAYERS = {
-    "Dense": (nn.Dense, {"features": ("int", _REQUIRED)}),
-    "Conv": (nn.Conv, {"features": ("int", _REQUIRED), "kernel": ("ints", _REQUIRED),
-                       "strides": ("ints", None), "padding": ("str", "SAME")}),
-    "Reshape": (lambda shape: nn.Reshape(tuple(shape)), {"shape": ("ints", _REQUIRED)}),
-    "Flatten": (lambda: nn.Flatten, {}),
-    "Tanh": (lambda: nn.Tanh, {}),
-    "Relu": (lambda: nn.Relu, {}),
-    "Softplus": (lambda: nn.Softplus, {}),
-    "Sigmoid": (lambda: nn.Sigmoid, {}),
-    "Elu": (nn.Elu, {"alpha": ("number", 1.0)}),
-    "LeakyRelu": (nn.LeakyRelu, {"negative_slope": ("number", 0.01)}),
-}
-_ACTIVATION_TYPES = {"tanh": "Tanh", "relu": "Relu", "softplus": "Softplus",
-                     "sigmoid": "Sigmoid", "elu": "Elu", "leaky_relu": "LeakyRelu"}
+    Returns:
+        ``path`` as a Path.
 
-
-def model_to_tables(model) -> list[dict]:
-    """An imnn.nn model as a list of JSON/TOML tables, one per layer, e.g.
-    ``[{"type": "Dense", "features": 128}, {"type": "Elu", "alpha": 1.0}]``."""
-    if not nn.is_model(model):
-        raise TypeError("only imnn.nn models (built with imnn.nn.serial) can be described "
-                        f"as tables and saved, got {type(model).__name__}")
-    tables = []
-    for layer in nn.layers_of(model):
-        if isinstance(layer, nn.Dense):
-            tables.append({"type": "Dense", "features": layer.features})
-        elif isinstance(layer, nn.Conv):
-            tables.append({"type": "Conv", "features": layer.features,
-                           "kernel": list(layer.kernel), "strides": list(layer.strides),
-                           "padding": layer.padding})
-        elif isinstance(layer, nn.Activation):
-            table = {"type": _ACTIVATION_TYPES[layer.name]}
-            if layer.name == "elu":
-                table["alpha"] = layer.parameter
-            elif layer.name == "leaky_relu":
-                table["negative_slope"] = layer.parameter
-            tables.append(table)
-        elif isinstance(layer, nn.FlattenLayer):
-            tables.append({"type": "Flatten"})
-        else:
-            tables.append({"type": "Reshape", "shape": list(layer.shape)})
-    return tables
-
-
-def model_from_tables(tables, where: str = "model") -> nn.Serial:
-    """The imnn.nn model described by ``model_to_tables``'s list of tables.
-
-    Raises ValueError naming the offending entry (``where[i].key``) for an
-    unknown layer type or argument, a missing argument or a wrong type."""
-    if not isinstance(tables, list) or not tables:
-        raise ValueError(f"{where} must be a non-empty list of layer tables such as "
-                         '{type = "Dense", features = 128}')
-    layers = []
-    for i, table in enumerate(tables):
-        at = f"{where}[{i}]"
-        if not isinstance(table, dict):
-            raise ValueError(f"{at} must be a table such as {{type = \"Dense\", features = 128}}, "
-                             f"got {type(table).__name__}")
-        kind = table.get("type")
-        if kind not in _LAYERS:
-            raise ValueError(f"{at}.type must be one of {', '.join(_LAYERS)}, got {kind!r}")
-        builder, arguments = _LAYERS[kind]
-        unknown = sorted(set(table) - set(arguments) - {"type"})
-        if unknown:
-            known = ", ".join(arguments) or "none"
-            raise ValueError(f"{at}: unknown key {unknown[0]!r} for a {kind} layer "
-                             f"(its keys: {known})")
-        values = {}
-        for name, (argument_kind, default) in arguments.items():
-            if name in table:
-                values[name] = _argument(f"{at}.{name}", table[name], argument_kind)
-            elif default is _REQUIRED:
-                raise ValueError(f"{at}: a {kind} layer needs {name!r}")
-            else:
-                values[name] = default
-        try:
-            layers.append(builder(**values))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{at}: {error}") from None
-    return nn.serial(*layers)
-
-
-def _argument(at, value, kind):
-    if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise ValueError(f"{at} must be an integer, got {type(value).__name__} {value!r}")
-    if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ValueError(f"{at} must be a number, got {type(value).__name__} {value!r}")
-    if kind == "str" and not isinstance(value, str):
-        raise ValueError(f"{at} must be a string, got {type(value).__name__} {value!r}")
-    if kind == "ints":
-        values = value if isinstance(value, list) else [value]
-        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise ValueError(f"{at} must be an integer or a list of integers, got {value!r}")
-        return tuple(values)
-    return float(value) if kind == "number" else value
-
-
-# --- writing ------------------------------------------------------------------------
-
-def save(fitter, path, metadata: dict | None = None) -> Path:
-    """Write ``fitter`` (an IMNN object or a FittedIMNN) to ``path`` (an .imnn file).
-
-    ``metadata``: anything JSON can hold, returned as ``FittedIMNN.metadata``.
-    The write is atomic: ``path`` holds either the old file or the new one.
-    Returns the path."""
+    Raises:
+        TypeError: ``metadata`` is not a JSON object, or a weight is not a
+            numeric array.
+    """
     path = Path(path)
-    model = model_to_tables(fitter.model)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must hold only what JSON can (dicts with string keys, "
+                        f"lists, strings, numbers, booleans, None): {error}") from None
+    kind = model_kind(fitter.model)
+    weight_paths = key_paths(fitter.w)[0]
     arrays = {"θ_fid": fitter.θ_fid}
     if getattr(fitter, "δθ", None) is not None:
         arrays["δθ"] = fitter.δθ
@@ -178,14 +92,14 @@ def save(fitter, path, metadata: dict | None = None) -> Path:
         w = getattr(fitter, name)
         stored[name] = next((other for other in stored if getattr(fitter, other) is w), name)
         if stored[name] == name:
-            for i, layer in enumerate(w):
-                for j, leaf in enumerate(layer):
-                    arrays[f"{name}/{i}/{j}"] = leaf
-    state = tree_util.tree_leaves(getattr(fitter, "state", None))
-    for i, leaf in enumerate(state):
-        arrays[f"state/{i}"] = leaf
-    for key, value in fitter.history.items():
-        arrays[f"history/{key}"] = value
+            paths, leaves, _ = key_paths(w)
+            if paths != weight_paths:
+                raise ValueError(f"{name} and w have different structures")
+            arrays.update({f"{name}/{k}": leaf for k, leaf in enumerate(leaves)})
+    state_paths, state, _ = key_paths(getattr(fitter, "state", None))
+    state_paths = getattr(fitter, "state_paths", state_paths)
+    arrays.update({f"state/{k}": leaf for k, leaf in enumerate(state)})
+    arrays.update({f"history/{key}": value for key, value in fitter.history.items()})
     arrays["max_logdetF"] = np.float64(fitter._max_logdetF)
     for name in STATISTICS:
         if getattr(fitter, name) is not None:
@@ -198,144 +112,149 @@ def save(fitter, path, metadata: dict | None = None) -> Path:
         "validate": bool(getattr(fitter, "validate", False)),
         "n_per_device": getattr(fitter, "n_per_device", None),
         "n_devices": len(fitter.devices) if getattr(fitter, "devices", None) else None,
-        "model": model,
-        "weight_layers": [len(layer) for layer in fitter.w],
-        "weights": stored,
-        "state_leaves": len(state),
+        "model_kind": kind,
+        "model": model_to_tables(fitter.model) if kind == "imnn.nn" else None,
+        "model_type": _type_name(fitter.model, kind),
+        "weight_paths": weight_paths, "weights": stored, "state_paths": state_paths,
         "fit_iteration": int(fitter.fit_iteration),
         "patience_counter": int(fitter.patience_counter),
         "metadata": metadata or {},
-        "arrays": {},
     }
-    members = {}
-    for k, (name, value) in enumerate(arrays.items()):
-        buffer = io.BytesIO()
-        value = np.asarray(value)
-        np.lib.format.write_array(buffer, value, allow_pickle=False)
-        member = f"arrays/{k}.npy"
-        members[member] = buffer.getvalue()
-        manifest["arrays"][name] = {"member": member, "shape": list(value.shape),
-                                    "dtype": value.dtype.str,
-                                    "sha256": hashlib.sha256(members[member]).hexdigest()}
-    text = json.dumps(manifest, indent=1, ensure_ascii=False)
-
-    def write(file):
-        with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr("manifest.json", text)
-            for member, data in members.items():
-                archive.writestr(member, data)
-
-    write_atomically(path, write)
+    write_archive(path, manifest, arrays)
     return path
-
-
-def write_atomically(path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then
-    rename it over ``path`` (and fsync the directory, so the rename is durable)."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".tmp")
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def _umask() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
 
 
 def _class_name(fitter) -> str:
     return fitter.class_name if isinstance(fitter, FittedIMNN) else type(fitter).__name__
 
 
-# --- reading ------------------------------------------------------------------------
+def _type_name(model, kind) -> str | None:
+    """The module's class or the function's name, for messages only (never imported)."""
+    if kind in ("imnn.nn", "init_apply"):
+        return None
+    named = model.apply if kind == "function" else type(model)
+    return f"{getattr(named, '__module__', '?')}.{getattr(named, '__qualname__', '?')}"
+
+
+# --- reading ------------------------------------------------------------------------------
 
 class Saved(NamedTuple):
-    """The verified contents of an .imnn file: its manifest and arrays by name."""
+    """The verified contents of an .imnn file.
+
+    Attributes:
+        path: where it was read from.
+        manifest: the manifest (a version 1 file's in the version 2 form).
+        arrays: name -> NumPy array.
+    """
     path: Path
     manifest: dict
     arrays: dict
 
     @property
     def metadata(self) -> dict:
+        """The ``metadata`` given to ``save`` (covered by the manifest's checksum)."""
         return self.manifest["metadata"]
 
-    def weights(self, place) -> dict:
-        """{"w", "best_w", "final_w"}: weights as lists of per-layer tuples, put
-        on a backend by ``place``; names saved as one object stay one object."""
-        stored = self.manifest["weights"]
-        placed = {name: place([tuple(self.arrays[f"{name}/{i}/{j}"] for j in range(n))
-                               for i, n in enumerate(self.manifest["weight_layers"])])
-                  for name in set(stored.values())}
-        return {name: placed[stored[name]] for name in WEIGHTS}
+    @property
+    def model_kind(self) -> str:
+        """The kind of model saved: one of ``KINDS``."""
+        return self.manifest["model_kind"]
+
+    def weight_leaves(self, name: str) -> list[np.ndarray]:
+        """The leaves of weights ``name`` ("w", "best_w" or "final_w"), in the
+        order of ``manifest["weight_paths"]``."""
+        stored = self.manifest["weights"][name]
+        return [self.arrays[f"{stored}/{k}"] for k in range(len(self.manifest["weight_paths"]))]
+
+    def state_leaves(self) -> list[np.ndarray]:
+        """The optimiser state's leaves, in the order of ``manifest["state_paths"]``."""
+        return [self.arrays[f"state/{k}"] for k in range(len(self.manifest["state_paths"]))]
 
     def history(self) -> dict:
-        history = {key[len("history/"):]: value for key, value in self.arrays.items()
-                   if key.startswith("history/")}
+        """The fit's history as IMNN objects hold it."""
+        history = {key: self.arrays[f"history/{key}"] for key in history_keys()}
         history["max_detF"] = float(history["max_detF"])
         return history
 
 
-def read(path) -> Saved:
-    """Read and verify an .imnn file. Raises FileNotFoundError, or
-    DamagedFileError when it is truncated, corrupted or not an .imnn file."""
+def read(path: str | os.PathLike) -> Saved:
+    """Read an .imnn file and check all of it before any of it is used.
+
+    Reading imports nothing named in the file and runs none of its content.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The manifest and arrays, checked: every member against its checksum and
+        size, the manifest's entries against each other and against the arrays
+        (shapes of θ_fid, statistics and history; imnn.nn weights against the
+        model's layer tables).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        DamagedFileError: the file is truncated, corrupted, inconsistent or not
+            an .imnn file; the message names the first member or key at fault.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such .imnn file: {path}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            manifest = json.loads(archive.read("manifest.json").decode("utf-8"))
-            if manifest.get("format") != FORMAT:
-                raise DamagedFileError(f"{path} is not an .imnn file")
-            if manifest.get("version") != VERSION:
-                raise DamagedFileError(f"{path} has format version {manifest.get('version')}, "
-                                       f"this imnn reads version {VERSION}")
-            arrays = {}
-            for name, entry in manifest["arrays"].items():
-                data = archive.read(entry["member"])
-                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                    raise DamagedFileError(f"{path} is damaged: array {name!r} does not match "
-                                           "its checksum")
-                arrays[name] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except DamagedFileError:
-        raise
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as error:
-        raise DamagedFileError(f"{path} is damaged (truncated or corrupted): "
-                               f"{type(error).__name__}: {error}") from None
+    manifest, arrays = read_archive(path, READS, FORMAT)
+    if manifest["version"] == 1:
+        manifest, arrays = upgrade_v1(path, manifest, arrays)
+    check(path, manifest, arrays)
     return Saved(path, manifest, arrays)
 
 
-def load(path, backend: str | None = None) -> FittedIMNN:
-    """A FittedIMNN read from ``path``, evaluated on ``backend`` ("jax",
-    "numpy" or "numba"; default: the backend it was fitted on). On JAX the
-    weights take the current precision (float64 only with jax_enable_x64)."""
-    return FittedIMNN(read(path), backend)
+def load(path: str | os.PathLike, backend: str | None = None, model=None) -> FittedIMNN:
+    """A fit read from an .imnn file, ready to summarise, estimate and compress.
+
+    Args:
+        path: the file.
+        backend: "jax", "numpy" or "numba" (default: the backend it was fitted
+            on). On JAX the weights take the current precision (float64 only
+            with jax_enable_x64).
+        model: the model to load the weights into, of the same kind as the one
+            saved (the same network, built again). Not needed for imnn.nn models,
+            which the file describes; needed for every other kind.
+
+    Returns:
+        A FittedIMNN.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        DamagedFileError: the file is damaged (see ``read``).
+        ValueError: ``model`` is missing for a model kind that needs it, or does
+            not fit the file (the message names the first differing leaf).
+        TypeError: ``model`` is not a model.
+    """
+    return FittedIMNN(read(path), backend, model)
 
 
-def restore(fitter, saved):
-    """Put a saved state (a path or a ``Saved``) into ``fitter``, an IMNN object
-    built again with the same class, model, optimiser and data or simulator.
+def restore(fitter, saved: str | os.PathLike | Saved):
+    """Put a saved fit back into an IMNN object built again.
+
     Afterwards ``fitter.fit(..., resume=True)`` carries on the saved fit, and a
-    plain ``fit`` continues it. Returns ``fitter``."""
+    plain ``fit`` continues it.
+
+    Args:
+        fitter: an IMNN object of the same class, model (any kind), optimiser,
+            n_s, n_d, n_params, n_summaries, input_shape and θ_fid as the saved one.
+        saved: a path to an .imnn file, or a ``Saved`` from ``read``.
+
+    Returns:
+        ``fitter``.
+
+    Raises:
+        DamagedFileError: the file is damaged.
+        ValueError: the file does not fit ``fitter``; the message names what
+            differs (a setting, or the first differing weight or state leaf).
+    """
     saved = saved if isinstance(saved, Saved) else read(saved)
     m = saved.manifest
     mine = {"class": type(fitter).__name__, "n_s": fitter.n_s, "n_d": fitter.n_d,
             "n_params": fitter.n_params, "n_summaries": fitter.n_summaries,
-            "input_shape": list(fitter.input_shape), "model": model_to_tables(fitter.model)}
+            "input_shape": list(fitter.input_shape), "model_kind": model_kind(fitter.model)}
+    if mine["model_kind"] == "imnn.nn":
+        mine["model"] = model_to_tables(fitter.model)
     for key, value in mine.items():
         if m[key] != value:
             raise ValueError(f"cannot restore {saved.path} into this {type(fitter).__name__}: "
@@ -343,16 +262,18 @@ def restore(fitter, saved):
     if not np.array_equal(saved.arrays["θ_fid"], fitter.θ_fid):
         raise ValueError(f"cannot restore {saved.path}: it was fitted at θ_fid = "
                          f"{saved.arrays['θ_fid']}, this object has θ_fid = {fitter.θ_fid}")
-    weights = saved.weights(fitter.runtime.replicate)
-    template, treedef = tree_util.tree_flatten(fitter.optimiser.init(weights["final_w"]))
-    leaves = [saved.arrays[f"state/{i}"] for i in range(m["state_leaves"])]
-    if len(leaves) != len(template) or any(
-            np.shape(a) != np.shape(t) for a, t in zip(leaves, template)):
+    weights = _weights_into(saved, fitter.w, fitter.runtime, "this object's model")
+    template_paths, template, treedef = key_paths(fitter.optimiser.init(weights["final_w"]))
+    leaves = saved.state_leaves()
+    difference = first_difference(m["state_paths"], leaves, template_paths, template,
+                                   by_path=not any(map(unknown_path, m["state_paths"])))
+    if difference:
         raise ValueError(f"cannot restore {saved.path}: its optimiser state does not fit the "
-                         "optimiser of this object (give the optimiser it was fitted with)")
+                         f"optimiser of this object ({difference}); give the optimiser it "
+                         "was fitted with")
     fitter.w, fitter.best_w, fitter.final_w = (weights[name] for name in WEIGHTS)
     fitter.state = tree_util.tree_unflatten(
-        treedef, [_like(a, t) for a, t in zip(leaves, template)])
+        treedef, [like(a, t) for a, t in zip(leaves, template)])
     fitter.history = saved.history()
     fitter.fit_iteration, fitter.patience_counter = m["fit_iteration"], m["patience_counter"]
     fitter._max_logdetF = float(saved.arrays["max_logdetF"])
@@ -361,55 +282,85 @@ def restore(fitter, saved):
     return fitter
 
 
-def _like(array, template):
-    """``array`` as the same kind of leaf as ``template``: the fit loop wants
-    the dtypes and placement the optimiser's own init gives (an array committed
-    to a device where it was, so the compiled step is not compiled again)."""
-    if isinstance(template, jax.Array):
-        array = np.asarray(array, template.dtype)
-        return (jax.device_put(array, template.sharding) if template.committed
-                else jax.numpy.asarray(array))
-    if isinstance(template, np.ndarray | np.generic):
-        return np.asarray(array, template.dtype)
-    if isinstance(template, int | float):
-        return type(template)(array.item())
-    return array
+def _weights_into(saved, target, runtime, what) -> dict:
+    """{"w", "best_w", "final_w"}: the saved weights in the structure and
+    precision of ``target``, placed by ``runtime``; names saved as one object
+    stay one object. ValueError naming the first leaf where file and target differ."""
+    target_paths, target_leaves, treedef = key_paths(target)
+    m = saved.manifest
+    difference = first_difference(m["weight_paths"], saved.weight_leaves("w"), target_paths,
+                                   target_leaves)
+    if difference:
+        raise ValueError(f"the weights in {saved.path} (model kind {m['model_kind']}"
+                         f"{', ' + m['model_type'] if m['model_type'] else ''}) do not fit "
+                         f"{what}: {difference}")
+    placed = {}
+    for name in set(m["weights"].values()):
+        leaves = [np.asarray(a, dtype_of(t)) for a, t in zip(saved.weight_leaves(name),
+                                                          target_leaves)]
+        placed[name] = runtime.replicate(tree_util.tree_unflatten(treedef, leaves))
+    return {name: placed[m["weights"][name]] for name in WEIGHTS}
 
 
-# --- a fitted network, for evaluation -------------------------------------------------
+# --- a fitted network, for evaluation -------------------------------------------------------
 
 class FittedIMNN:
-    """A fitted IMNN read from a file: it summarises and estimates without the
-    training data or the simulator.
+    """A fitted IMNN read from a file: it summarises, estimates and compresses
+    without the training data or the simulator.
 
-    Attributes: ``class_name`` (the class it was fitted with), ``backend``,
-    ``model`` (imnn.nn), ``input_shape``, ``n_s, n_d, n_params, n_summaries``,
-    ``θ_fid`` (p,), ``w, best_w, final_w``, ``history``, ``F, invF`` (p, p),
-    ``C, invC`` (s, s), ``μ`` (s,), ``dμ_dθ`` (s, p) (None when the file has no
-    statistics), ``fit_iteration``, ``patience_counter``, ``metadata``.
+    Attributes:
+        class_name: the class it was fitted with.
+        backend: the backend it evaluates on.
+        model: the model (rebuilt from the file for imnn.nn, else the one given).
+        model_kind: the kind of model.
+        input_shape, n_s, n_d, n_params, n_summaries: as the fitted object's.
+        θ_fid: (p,) the fiducial parameters; δθ: (p,) or None.
+        w, best_w, final_w: the weights, in the model's structure.
+        state: the optimiser state's leaves (a list); state_paths: their key paths.
+        history: the fit's history.
+        F, invF: (p, p); C, invC: (s, s); μ: (s,); dμ_dθ: (s, p) (None when the
+            file has no statistics).
+        fit_iteration, patience_counter: the fit's progress.
+        metadata: the metadata given to ``save``.
+
     Methods as the IMNN classes: ``summarise(d, w=None)``, ``get_estimate(d)``,
-    ``plot(...)``. ``save(fitted, path)`` writes it again.
+    ``compressor()`` (a JAX function ``d (n,)+input_shape -> θ̂ (n, p)`` for
+    imnn.lfi), ``plot(...)``. ``imnn.save(fitted, path)`` writes it again.
+
+    Args:
+        saved: what ``read`` returns.
+        backend: see ``load``.
+        model: see ``load``.
     """
 
     summarise = _IMNN.summarise
     get_estimate = _IMNN.get_estimate
+    compressor = _IMNN.compressor
     plot = _IMNN.plot
 
-    def __init__(self, saved: Saved, backend: str | None = None):
+    def __init__(self, saved: Saved, backend: str | None = None, model=None):
         m = saved.manifest
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+        self.model_kind = m["model_kind"]
+        self.model = _model_for(saved, model)
         self.class_name, self.metadata = m["class"], m["metadata"]
         self.n_s, self.n_d, self.n_params, self.n_summaries = (
             m["n_s"], m["n_d"], m["n_params"], m["n_summaries"])
         self.input_shape = tuple(m["input_shape"])
         self.θ_fid = saved.arrays["θ_fid"]
         self.δθ = saved.arrays.get("δθ")
-        self.model = model_from_tables(m["model"], f"{saved.path}: model")
         self.runtime = make_backend(backend or m["backend"])
         self.backend = self.runtime.name
         self.network = self.runtime.network(self.model, self.input_shape)
-        weights = saved.weights(self.runtime.replicate)
+        if tuple(self.network.output_shape) != (self.n_summaries,):
+            raise ValueError(f"the model given gives summaries of shape "
+                             f"{tuple(self.network.output_shape)}, the fit in {saved.path} "
+                             f"has n_summaries = {self.n_summaries}")
+        weights = _weights_into(saved, self.network.init(jax.random.PRNGKey(0)), self.runtime,
+                                "the model given" if model is not None else "its model")
         self.w, self.best_w, self.final_w = (weights[name] for name in WEIGHTS)
-        self.state = [saved.arrays[f"state/{i}"] for i in range(m["state_leaves"])]
+        self.state, self.state_paths = saved.state_leaves(), list(m["state_paths"])
         self.history = saved.history()
         self.fit_iteration, self.patience_counter = m["fit_iteration"], m["patience_counter"]
         self._max_logdetF = float(saved.arrays["max_logdetF"])
@@ -418,13 +369,36 @@ class FittedIMNN:
 
     @property
     def max_detF(self) -> float:
+        """The largest det F of the fit (0 when it has not run)."""
         return math.exp(self._max_logdetF) if math.isfinite(self._max_logdetF) else 0.0
 
     def __repr__(self):
         return (f"FittedIMNN({self.class_name}, backend={self.backend!r}, "
-                f"input_shape={self.input_shape}, n_params={self.n_params}, "
-                f"{self.fit_iteration} iterations)")
+                f"model_kind={self.model_kind!r}, input_shape={self.input_shape}, "
+                f"n_params={self.n_params}, {self.fit_iteration} iterations)")
+
+
+def _model_for(saved, model):
+    """The model to evaluate the saved weights with: ``model`` if given (of the
+    saved kind), else the imnn.nn model the file describes."""
+    m, path = saved.manifest, saved.path
+    saved_kind = m["model_kind"] + (f" ({m['model_type']})" if m["model_type"] else "")
+    if model is None:
+        if m["model_kind"] != "imnn.nn":
+            raise ValueError(f"{path} holds the weights of a model of kind {saved_kind}, "
+                             "which the file does not describe: give the model again, "
+                             "imnn.load(path, model=...)")
+        return model_from_tables(m["model"], f"{path}: model")
+    kind = model_kind(model)
+    if kind != m["model_kind"]:
+        raise ValueError(f"{path} holds the weights of a model of kind {saved_kind}; model= "
+                         f"is of kind {kind}: give the same kind of model it was fitted with")
+    if kind == "imnn.nn" and model_to_tables(model) != m["model"]:
+        raise ValueError(f"model= is not the model of {path}: its model is {m['model']}, "
+                         f"model= is {model_to_tables(model)}")
+    return model
 
 
 __all__ = ["save", "load", "restore", "read", "FittedIMNN", "Saved", "DamagedFileError",
-           "model_to_tables", "model_from_tables", "write_atomically"]
+           "KINDS", "model_to_tables", "model_from_tables", "model_kind", "write_atomically",
+           "leftover_temporaries", "remove_leftover_temporaries"]

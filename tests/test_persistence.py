@@ -191,15 +191,27 @@ def test_model_tables_round_trip_and_errors():
             model_from_tables(tables)
 
 
-def test_only_imnn_nn_models_are_saved(tmp_path):
+def test_other_model_kinds_save_and_need_the_model_to_load(tmp_path):
+    # imnn 1.0 saved only imnn.nn models; now every kind saves, and kinds that the file
+    # cannot describe load only into the model given again (tests/test_persistence_models.py).
     from jax.example_libraries import stax
     fid, der = exact_data(jax.random.PRNGKey(1), 20, 20)
     fitter = imnn.GradientIMNN(20, 20, 2, 2, INPUT_SHAPE, θ_FID,
                                stax.serial(stax.Dense(8), stax.Elu, stax.Dense(2)),
                                optax.adam(1e-3), jax.random.PRNGKey(0), fid, der)
-    with pytest.raises(TypeError, match="only imnn.nn models"):
-        imnn.save(fitter, tmp_path / "stax.imnn")
-    assert not (tmp_path / "stax.imnn").exists()
+    path = imnn.save(fitter, tmp_path / "stax.imnn")
+    assert persistence.read(path).model_kind == "init_apply"
+    with pytest.raises(ValueError, match=r"model of kind init_apply.*imnn.load\(path, model=...\)"):
+        imnn.load(path)
+
+
+def test_loaded_compressor_equals_the_live_one(fitted_float32):
+    fitter, path = fitted_float32
+    d = simulations()
+    compressed = np.asarray(imnn.load(path).compressor()(d))
+    assert compressed.shape == (7, 2)
+    np.testing.assert_array_equal(compressed, np.asarray(fitter.compressor()(d)))
+    np.testing.assert_allclose(compressed, fitter.get_estimate(d), rtol=1e-5, atol=1e-6)
 
 
 def test_dataset_gradient_imnn_saves_and_restores(tmp_path):
