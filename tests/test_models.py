@@ -254,6 +254,21 @@ def test_every_kind_fits_the_mean_variance_problem(fitted):
     assert np.linalg.det(fitter.F) == pytest.approx(history["max_detF"], rel=1e-4)
 
 
+def test_every_kind_saves_and_loads_its_fitted_weights(fitted, tmp_path):
+    """imnn.load(path, model=the same network built again) gives the fitted weights, not the
+    new model's initial ones, and the same estimates as the live fit."""
+    kind, fitter = fitted
+    path = imnn.save(fitter, tmp_path / "fit.imnn")
+    again = build(kind)[0]
+    loaded = imnn.load(path, model=again)
+    assert loaded.model_kind == model_kind(again)
+    assert jax.tree.structure(loaded.w) == jax.tree.structure(fitter.w)
+    np.testing.assert_array_equal(flat(loaded.w), flat(fitter.w))
+    assert not np.allclose(flat(loaded.w), flat(gradient_imnn(again, 4).w))
+    d = exact_data(jax.random.PRNGKey(9), 50, 1)[0]
+    np.testing.assert_array_equal(loaded.get_estimate(d), fitter.get_estimate(d))
+
+
 # --- the documentation's examples run as written -----------------------------------------------
 
 def python_blocks(path):
@@ -265,7 +280,7 @@ def test_networks_guide_examples_run(index, capsys):
     code = python_blocks(NETWORKS_MD)[index]
     exec(compile(code, f"{NETWORKS_MD.name} block {index}", "exec"), {"__name__": "__main__"})
     printed = capsys.readouterr().out
-    assert printed.count("[") >= 2 and "nan" not in printed, printed
+    assert printed.strip() and "nan" not in printed.lower(), printed
 
 
 def test_networks_guide_shows_every_kind():
