@@ -165,7 +165,8 @@ def layer_output_shape(layer, input_shape: tuple) -> tuple:
     input_shape = tuple(input_shape)
     if isinstance(layer, Dense):
         if len(input_shape) != 1:
-            raise ValueError(f"Dense expects a 1-D input, got shape {input_shape}; add Flatten first")
+            raise ValueError(
+                f"Dense expects a 1-D input, got shape {input_shape}; add Flatten first")
         return (layer.features,)
     if isinstance(layer, Conv):
         nd = len(layer.kernel)
@@ -173,8 +174,9 @@ def layer_output_shape(layer, input_shape: tuple) -> tuple:
             raise ValueError(
                 f"a {nd}-D Conv expects inputs of shape {'(L, C)' if nd == 1 else '(H, W, C)'}, "
                 f"got {input_shape}; add Reshape to give a channel axis")
-        spatial = tuple(conv_output_length(n, k, s, layer.padding)
-                        for n, k, s in zip(input_shape[:-1], layer.kernel, layer.strides))
+        spatial = tuple(
+            conv_output_length(n, k, s, layer.padding)
+            for n, k, s in zip(input_shape[:-1], layer.kernel, layer.strides, strict=True))
         if min(spatial) < 1:
             raise ValueError(f"Conv kernel {layer.kernel} is larger than its input {input_shape}")
         return spatial + (layer.features,)

@@ -25,7 +25,7 @@ _ACTIVATIONS = {
 
 def _padding(layer, shape):
     return [tuple(nn.conv_padding(n, k, s, layer.padding))
-            for n, k, s in zip(shape[:-1], layer.kernel, layer.strides)]
+            for n, k, s in zip(shape[:-1], layer.kernel, layer.strides, strict=True)]
 
 
 def _conv(layer, shape, h, kernel, bias):
@@ -50,9 +50,9 @@ def _conv_as_product(layer, shape, h, kernel, bias):
     pads = _padding(layer, shape)
     h = jnp.pad(h, pads + [(0, 0)])
     out = [(n + lo + hi - k) // s + 1
-           for n, (lo, hi), k, s in zip(shape[:-1], pads, layer.kernel, layer.strides)]
+           for n, (lo, hi), k, s in zip(shape[:-1], pads, layer.kernel, layer.strides, strict=True)]
     windows = [h[tuple(slice(o, o + (m - 1) * s + 1, s)
-                       for o, m, s in zip(offset, out, layer.strides))]
+                       for o, m, s in zip(offset, out, layer.strides, strict=True))]
                for offset in itertools.product(*(range(k) for k in layer.kernel))]
     return jnp.concatenate(windows, axis=-1) @ kernel.reshape(-1, kernel.shape[-1]) + bias
 
@@ -140,7 +140,7 @@ def _nn_network(model, input_shape: tuple, dtype) -> Network:
 
     def apply(w, d, conv=_conv):
         h = d
-        for layer, shape, layer_w in zip(layers, shapes, w):
+        for layer, shape, layer_w in zip(layers, shapes[:-1], w, strict=True):
             h = _apply_layer(layer, shape, h, layer_w, conv)
         return h
 

@@ -28,7 +28,15 @@ class Prior(Protocol):
 
 @final
 class Uniform:
-    """The uniform prior on the box ``low <= θ <= high``; low, high: (p,)."""
+    """The uniform prior on the box ``low <= θ <= high``.
+
+    Args:
+        low: (p,) finite lower bounds.
+        high: (p,) finite upper bounds, each above its lower bound.
+
+    Raises:
+        ValueError: the bounds are not finite 1-D arrays of the same shape with low < high.
+    """
 
     def __init__(self, low, high):
         low, high = np.atleast_1d(np.asarray(low, float)), np.atleast_1d(np.asarray(high, float))
