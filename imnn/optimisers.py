@@ -204,8 +204,8 @@ class FitRecipe:
 
 
 #: The demo's recipe (``imnn demo``, the README's quick start). On the mean/variance
-#: problem (10 draws of N(μ, σ²) at θ = (0, 1), det F = 50) it keeps 98.2–98.5 % of
-#: det F on 20 000 fresh simulations for every seed tried (the earlier demo, Adam at
+#: problem (10 draws of N(μ, σ²) at θ = (0, 1), det F = 50) it keeps 97.9–98.5 % of
+#: det F on 20 000 fresh simulations for every seed tried (0–8) (the earlier demo, Adam at
 #: 10⁻³ with λ = 10, 89–94 %), in about 40 % of the earlier demo's CPU time.
 #: ``python bench/bench_information.py`` measures each of its choices.
 DEMO_RECIPE = FitRecipe(n_s=2000, n_d=500, width=64, activation="Softplus",
