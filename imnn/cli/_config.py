@@ -52,11 +52,13 @@ def describe(value) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def read_config(path: Path) -> dict:
+def read_config(path: Path, max_iterations: int | None = None) -> dict:
     """Parse, check and complete a config file.
 
     Args:
         path: the TOML file.
+        max_iterations: overrides ``fit.max_iterations`` (``--max-iterations``), before
+            the default optimiser's schedule is laid over the iterations.
 
     Returns:
         The resolved config (every default filled in, paths absolute), as stored
@@ -73,6 +75,8 @@ def read_config(path: Path) -> dict:
         raise CommandError(f"{path} is not valid TOML: {error}") from None
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
+    if max_iterations is not None and isinstance(raw.get("fit", {}), dict):
+        raw.setdefault("fit", {})["max_iterations"] = max_iterations
     return resolve_config(raw, path.parent.resolve(), default_output=f"runs/{path.stem}")
 
 
@@ -101,11 +105,14 @@ def resolve_config(raw: dict, base: Path, default_output: str = "runs/fit") -> d
         raise CommandError("'devices' needs 'n_per_device': the Aggregated classes summarise "
                            "n_per_device simulations at a time on each of the devices")
     config["model"] = _resolve_model(raw)
-    config["optimiser"] = _optimiser.resolve(raw.get("optimiser", {}))
     fit = raw.get("fit", {})
     check_table(fit, keys_of("fit"), "fit.")
     config["fit"] = {**defaults_of("fit"), **fit}
     _check_regularisation(config["fit"]["lambda"], config["fit"]["epsilon"])
+    # No [optimiser]: the measured default (imnn.optimisers.default_optimiser), Adam whose
+    # rate decays along a cosine over the fit's iterations, written out as a schedule table.
+    config["optimiser"] = _optimiser.resolve(raw.get("optimiser") or _default_optimiser(
+        config["fit"]["max_iterations"]))
     sources = [name for name in ("simulator", "data") if name in raw]
     if not sources:
         raise CommandError("missing [simulator] or [data]: say where the simulations come "
@@ -218,3 +225,10 @@ def _resolve_data(table: dict, base: Path) -> dict:
 
 
 __all__ = ["read_config", "resolve_config", "check_table", "simulators", "REQUIRED"]
+
+
+def _default_optimiser(max_iterations: int) -> dict:
+    """The ``[optimiser]`` table of :func:`imnn.optimisers.default_optimiser`."""
+    from imnn.optimisers import DEMO_RECIPE
+    recipe = dataclasses.replace(DEMO_RECIPE, max_iterations=max_iterations)
+    return recipe.optimiser_table()

@@ -1,7 +1,11 @@
 """``imnn demo``: fit the mean/variance toy problem, no files needed."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+from imnn.optimisers import DEMO_RECIPE
+from imnn.persistence import model_to_tables
 
 from ._arguments import BACKENDS, add_cache_arguments, positive, use_compilation_cache
 from ._config import resolve_config
@@ -23,15 +27,20 @@ def demo_config(args) -> dict:
     Returns:
         A raw config, as a TOML file would give it.
     """
+    recipe = DEMO_RECIPE
+    max_iterations = args.max_iterations or (recipe.max_iterations if args.backend == "jax"
+                                             else 300)
+    recipe = dataclasses.replace(recipe, max_iterations=max_iterations)
     return {"output": str(args.output.absolute()), "seed": args.seed,
             "backend": args.backend, "x64": False, "checkpoint_every": 100,
-            "model": [{"type": "Dense", "features": 128}, {"type": "Elu"},
-                      {"type": "Dense", "features": 128}, {"type": "Elu"},
-                      {"type": "Dense", "features": 2}],
-            "optimiser": {"name": "adam", "learning_rate": 1e-3},
-            "fit": {"patience": args.patience, "max_iterations": args.max_iterations
-                    or (5000 if args.backend == "jax" else 300)},
-            "simulator": {"name": "gaussian_mean_variance", "n": 10, "n_s": args.n_s}}
+            "model": model_to_tables(recipe.model(2)),
+            "optimiser": recipe.optimiser_table(),
+            "fit": {"lambda": recipe.λ, "epsilon": recipe.ε,
+                    "patience": args.patience or max_iterations,
+                    "min_iterations": recipe.min_iterations, "max_iterations": max_iterations,
+                    "best": recipe.best},
+            "simulator": {"name": "gaussian_mean_variance", "n": 10, "n_s": args.n_s,
+                          "n_d": min(args.n_d or recipe.n_d, args.n_s)}}
 
 
 def add_arguments(p) -> None:
@@ -44,12 +53,16 @@ def add_arguments(p) -> None:
                    help="use AggregatedSimulatorIMNN (two-pass gradients over devices)")
     p.add_argument("--n-per-device", type=positive, default=None,
                    help="simulations per device per batch (aggregated; default n_s / devices / 4)")
-    p.add_argument("--n-s", type=positive, default=1000,
-                   help="simulations per iteration (default: 1000)")
+    p.add_argument("--n-s", type=positive, default=DEMO_RECIPE.n_s,
+                   help=f"simulations per iteration (default: {DEMO_RECIPE.n_s})")
+    p.add_argument("--n-d", type=positive, default=None,
+                   help=f"of which with derivatives (default: {DEMO_RECIPE.n_d}, at most n_s)")
     p.add_argument("--max-iterations", type=positive, default=None,
-                   help="the most iterations (default: 5000 on jax, 300 on numpy/numba)")
-    p.add_argument("--patience", type=positive, default=1000,
-                   help="iterations without improvement before stopping (default: 1000)")
+                   help=f"iterations; the learning rate decays over them (default: "
+                        f"{DEMO_RECIPE.max_iterations} on jax, 300 on numpy/numba)")
+    p.add_argument("--patience", type=positive, default=None,
+                   help="iterations without improvement before stopping (default: the "
+                        "iterations, so that the learning rate decays to its end)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     p.add_argument("--output", type=Path, default=Path("runs/demo"),
                    help="run directory (created; default: runs/demo)")

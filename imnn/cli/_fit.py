@@ -56,11 +56,9 @@ def run(args) -> int:
     if args.allow_import:
         raise CommandError("--allow-import goes with --resume: a new fit imports what its "
                            "config names")
-    config = read_config(args.config)
+    config = read_config(args.config, args.max_iterations)
     if args.output is not None:
         config["output"] = str(args.output.absolute())
-    if args.max_iterations is not None:
-        config["fit"]["max_iterations"] = args.max_iterations
     run = Path(config["output"])
     precheck(run, args.overwrite)
     configure_jax(config["x64"], config.get("devices") if config["backend"] == "jax" else None)

@@ -92,7 +92,8 @@ SCHEMA: tuple[Key, ...] = (
         "returning a model"),
     Key("simulator", "table", None, "where simulations come from (or [data])"),
     Key("data", "table", None, "simulations in .npy/.npz files (or [simulator])"),
-    Key("optimiser", "table", None, "an optax optimiser and its keyword arguments"),
+    Key("optimiser", "table", None, "an optax optimiser and its keyword arguments (absent: "
+        "Adam along a cosine from 1e-2 to 1e-4 over fit.max_iterations)"),
     Key("fit", "table", None, "the fit's settings"),
 
     Key("simulator.name", "str", REQUIRED, "a built-in simulator or 'module:function' "
@@ -124,6 +125,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("fit.min_iterations", "non-negative int", 100, "iterations before early stopping "
         "may stop the fit"),
     Key("fit.max_iterations", "positive int", 100000, "the most iterations"),
+    Key("fit.best", "bool", True, "keep the weights of the best det F (false: the last "
+        "iteration's)"),
 )
 
 BY_NAME = {key.name: key for key in SCHEMA}
