@@ -485,6 +485,10 @@ class _IMNN:
 
         Returns:
             (LossParts, gradient: a pytree like w).
+
+        Raises:
+            TypeError, ValueError: λ or ε not a positive number, no λ > 1 − ε/(1 + ε), or
+                no valid PRNG key ``rng`` for a simulator class.
         """
         α = get_α(λ, ε)
         w = self.w if w is None else w
@@ -550,6 +554,10 @@ class _IMNN:
 
         Returns:
             self.
+
+        Raises:
+            TypeError: ``validate`` not a bool, or (simulator classes) ``key`` not a JAX
+                PRNG key.
         """
         if not isinstance(validate, (bool, np.bool_)):
             raise TypeError(f"validate must be a bool, got {type(validate).__name__}")
@@ -582,6 +590,10 @@ class _IMNN:
 
         Returns:
             The gradient, a pytree like ``w``.
+
+        Raises:
+            TypeError, ValueError: ``dΛ_dx`` not a pair of arrays of the shapes above, or
+                (simulator classes) ``key`` not a JAX PRNG key.
         """
         w = self.w if w is None else w
         if isinstance(self.source, SimulatorSource):
@@ -637,6 +649,12 @@ class _IMNN:
 
         Returns:
             See above.
+
+        Raises:
+            TypeError: a flag that is not a bool, or ``input`` not of the structure the
+                flags ask for.
+            ValueError: arrays of the wrong shape, or ``derivative=True`` on a numerical
+                derivative class.
         """
         w = self.w if w is None else w
         for name, flag in (("derivative", derivative), ("gradient", gradient)):
@@ -696,6 +714,10 @@ class _IMNN:
 
         Returns:
             (s,) or (n, s) summaries.
+
+        Raises:
+            TypeError, ValueError: ``d`` not real, of neither shape, non-finite or beyond
+                the backend's floating-point range.
         """
         w = self.w if w is None else w
         d = _as_simulations("d", d, self.input_shape, self.runtime.dtype)
@@ -716,6 +738,7 @@ class _IMNN:
 
         Raises:
             RuntimeError: no Fisher statistics yet (call fit or set_F_statistics).
+            TypeError, ValueError: ``d`` rejected as by ``summarise``.
         """
         if self.F is None:
             raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
@@ -723,8 +746,20 @@ class _IMNN:
         return self.θ_fid + (x - self.μ) @ self.invC @ self.dμ_dθ @ self.invF
 
     def compressor(self):
-        """A JAX-traceable ``d (n,)+input_shape -> θ̂ (n, p)`` with the current
-        weights and Fisher statistics baked in: what imnn.lfi takes."""
+        """The score compressor as a JAX function, for imnn.lfi.
+
+        The current weights and Fisher statistics are fixed inside it: later fits do not
+        change a compressor already made.
+
+        Returns:
+            A JAX-traceable function ``d (n,) + input_shape -> θ̂ (n, p)``, θ̂ = θ_fid +
+            F⁻¹ dμ_dθᵀ C⁻¹ (x − μ) (docs/design/behaviour.md#estimate).
+
+        Raises:
+            RuntimeError: no Fisher statistics yet (call fit or set_F_statistics).
+            ValueError: the backend is not ``"jax"`` (use get_estimate on the reference
+                backends).
+        """
         if self.F is None:
             raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
         if self.backend != "jax":
@@ -741,8 +776,22 @@ class _IMNN:
         return compress
 
     def initialise_from(self, other):
-        """Start from another IMNN's weights (same model), with a fresh optimiser
-        state and history: the refit step of the method's recommended loop."""
+        """Start from another IMNN's weights, with a fresh optimiser state and history.
+
+        The refit step of the recommended loop: fit, simulate closer to the estimate, refit
+        starting from the earlier network. The iteration and patience counters start again.
+
+        Args:
+            other: a fitted IMNN (any of the classes) whose model has the same weight
+                shapes as this one's.
+
+        Returns:
+            self.
+
+        Raises:
+            TypeError: ``other`` is not an IMNN.
+            ValueError: ``other``'s weights do not match this IMNN's model.
+        """
         if not isinstance(other, _IMNN):
             raise TypeError(f"other must be an IMNN, got {type(other).__name__}")
         shapes = [np.shape(a) for a in tree_util.tree_leaves(other.w)]
@@ -758,7 +807,28 @@ class _IMNN:
 
     def plot(self, ax=None, expected_detF=None, colour="C0", figsize=(5, 15), label="",
              filename=None, ncol=1):
-        """Stacked panels of the fitting history; returns the axes."""
+        """Plot the fitting history in five stacked panels.
+
+        The panels show det F (with ``expected_detF`` as a dashed line), det C and det C⁻¹
+        (log scale, line at 1), Λ2 and r; training solid, validation dotted. Needs
+        matplotlib.
+
+        Args:
+            ax: five matplotlib axes to draw on, e.g. those returned by an earlier call, so
+                that a second history is drawn over the first (default None: a new figure).
+            expected_detF: the expected det F, drawn as a dashed line (default None: none).
+            colour: matplotlib colour of the lines (default "C0").
+            figsize: figure size in inches when a new figure is made (default (5, 15)).
+            label: prefix of the legend labels (default "").
+            filename: if given, the figure is saved there (default None).
+            ncol: number of columns of the legend (default 1).
+
+        Returns:
+            The array of the five axes.
+
+        Raises:
+            ValueError: ``ax`` does not hold five axes.
+        """
         from .plotting import plot_history
         return plot_history(self.history, ax=ax, expected_detF=expected_detF, colour=colour,
                             figsize=figsize, label=label, filename=filename, ncol=ncol)
