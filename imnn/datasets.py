@@ -1,10 +1,11 @@
-"""The Dataset classes: simulations read from per-device iterators (spec §5).
+"""The Dataset classes: simulations read from per-device iterators
+(docs/design/behaviour.md#datasets-and-tfrecords).
 
 Data layout, as in the seed's recipes. Each stream is a list of ``n_devices``
 iterators; element j serves ``devices[j]`` and yields batches of
 ``n_per_device`` simulations from chunk j of the stream, the j-th of
 ``n_devices`` equal contiguous chunks (``array.reshape((n_devices, n_batches,
-n_per_device) + ...)[j]``). Streams (spec §5): ``main`` yields
+n_per_device) + ...)[j]``). Streams: ``main`` yields
 ``(fiducial_batch, derivative_batch)`` pairs and ``remaining`` fiducial batches
 (exact derivatives); ``fiducial`` yields fiducial batches and ``derivative``
 batches of the ``(n_d, 2, p) + input_shape`` array flattened in C order

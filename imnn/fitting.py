@@ -1,7 +1,7 @@
 """The fit, built only from the backend contracts.
 
-``fit_step`` is one iteration of spec §3 written once: the JAX backend compiles
-it (one compiled call per iteration, ``run_loop``); the reference backends run
+``fit_step`` is one iteration (docs/design/behaviour.md#iteration) written once: the JAX
+backend compiles it (one compiled call per iteration, ``run_loop``); the reference backends run
 it as it is. The early-stopping bookkeeping is a pure function of (state,
 ln det F, iteration) for the same reason.
 """
