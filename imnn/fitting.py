@@ -74,9 +74,10 @@ class Stopping(NamedTuple):
 
 
 def update_stopping(state: Stopping, logdetF, w_measured, i, min_iterations, where) -> Stopping:
-    """Spec §3: strictly greater criterion → reset the counter and remember the
-    weights it was measured at; otherwise count once past ``min_iterations``.
-    ``where`` is the backend's elementwise select (np.where or jnp.where)."""
+    """Early stopping (docs/design/behaviour.md#early-stopping): strictly greater criterion
+    → reset the counter and remember the weights it was measured at; otherwise count once
+    past ``min_iterations``. ``where`` is the backend's elementwise select (np.where or
+    jnp.where)."""
     improved = logdetF > state.max_logdetF
     return Stopping(
         where(improved, logdetF, state.max_logdetF),
