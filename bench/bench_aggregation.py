@@ -1,5 +1,5 @@
-"""Aggregated two-pass fitting (spec §4): its cost against the in-memory fit,
-its memory as n_s grows, and its scaling over (simulated) devices.
+"""Aggregated two-pass fitting (docs/design/behaviour.md#aggregation): its cost against the
+in-memory fit, its memory as n_s grows, and its scaling over (simulated) devices.
 
     .venv/bin/python -m pytest bench/bench_aggregation.py --benchmark-only
 

@@ -2,10 +2,10 @@
 
     .venv/bin/python -m pytest bench/bench_fit_step.py --benchmark-only
 
-The hand-written loop is what a user would write without imnn: the loss of
-spec §1 in a few lines of jnp, ``jax.jit`` of ``jax.value_and_grad`` plus an
-optax update, called from a Python loop. It uses the very network (apply
-function and initial weights) the IMNN fits, so the difference is the fit
+The hand-written loop is what a user would write without imnn: the IMNN loss
+(docs/design/behaviour.md#loss) in a few lines of jnp, ``jax.jit`` of
+``jax.value_and_grad`` plus an optax update, called from a Python loop. It uses
+the very network (apply function and initial weights) the IMNN fits, so the difference is the fit
 machinery alone: streams, two passes, early stopping, history. Both fit the
 same problem for the same number of iterations (no early stopping), rounds
 interleaved; ``imnn ms/it``, ``hand-written ms/it`` and their ``ratio`` (each

@@ -485,6 +485,10 @@ class _IMNN:
 
         Returns:
             (LossParts, gradient: a pytree like w).
+
+        Raises:
+            TypeError, ValueError: λ or ε not a positive number, no λ > 1 − ε/(1 + ε), or
+                no valid PRNG key ``rng`` for a simulator class.
         """
         α = get_α(λ, ε)
         w = self.w if w is None else w
@@ -550,6 +554,10 @@ class _IMNN:
 
         Returns:
             self.
+
+        Raises:
+            TypeError: ``validate`` not a bool, or (simulator classes) ``key`` not a JAX
+                PRNG key.
         """
         if not isinstance(validate, (bool, np.bool_)):
             raise TypeError(f"validate must be a bool, got {type(validate).__name__}")
@@ -582,6 +590,10 @@ class _IMNN:
 
         Returns:
             The gradient, a pytree like ``w``.
+
+        Raises:
+            TypeError, ValueError: ``dΛ_dx`` not a pair of arrays of the shapes above, or
+                (simulator classes) ``key`` not a JAX PRNG key.
         """
         w = self.w if w is None else w
         if isinstance(self.source, SimulatorSource):
@@ -637,6 +649,12 @@ class _IMNN:
 
         Returns:
             See above.
+
+        Raises:
+            TypeError: a flag that is not a bool, or ``input`` not of the structure the
+                flags ask for.
+            ValueError: arrays of the wrong shape, or ``derivative=True`` on a numerical
+                derivative class.
         """
         w = self.w if w is None else w
         for name, flag in (("derivative", derivative), ("gradient", gradient)):
@@ -696,6 +714,10 @@ class _IMNN:
 
         Returns:
             (s,) or (n, s) summaries.
+
+        Raises:
+            TypeError, ValueError: ``d`` not real, of neither shape, non-finite or beyond
+                the backend's floating-point range.
         """
         w = self.w if w is None else w
         d = _as_simulations("d", d, self.input_shape, self.runtime.dtype)
@@ -716,6 +738,7 @@ class _IMNN:
 
         Raises:
             RuntimeError: no Fisher statistics yet (call fit or set_F_statistics).
+            TypeError, ValueError: ``d`` rejected as by ``summarise``.
         """
         if self.F is None:
             raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
@@ -723,8 +746,20 @@ class _IMNN:
         return self.θ_fid + (x - self.μ) @ self.invC @ self.dμ_dθ @ self.invF
 
     def compressor(self):
-        """A JAX-traceable ``d (n,)+input_shape -> θ̂ (n, p)`` with the current
-        weights and Fisher statistics baked in: what imnn.lfi takes."""
+        """The score compressor as a JAX function, for imnn.lfi.
+
+        The current weights and Fisher statistics are fixed inside it: later fits do not
+        change a compressor already made.
+
+        Returns:
+            A JAX-traceable function ``d (n,) + input_shape -> θ̂ (n, p)``, θ̂ = θ_fid +
+            F⁻¹ dμ_dθᵀ C⁻¹ (x − μ) (docs/design/behaviour.md#estimate).
+
+        Raises:
+            RuntimeError: no Fisher statistics yet (call fit or set_F_statistics).
+            ValueError: the backend is not ``"jax"`` (use get_estimate on the reference
+                backends).
+        """
         if self.F is None:
             raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
         if self.backend != "jax":
@@ -741,8 +776,22 @@ class _IMNN:
         return compress
 
     def initialise_from(self, other):
-        """Start from another IMNN's weights (same model), with a fresh optimiser
-        state and history: the refit step of the method's recommended loop."""
+        """Start from another IMNN's weights, with a fresh optimiser state and history.
+
+        The refit step of the recommended loop: fit, simulate closer to the estimate, refit
+        starting from the earlier network. The iteration and patience counters start again.
+
+        Args:
+            other: a fitted IMNN (any of the classes) whose model has the same weight
+                shapes as this one's.
+
+        Returns:
+            self.
+
+        Raises:
+            TypeError: ``other`` is not an IMNN.
+            ValueError: ``other``'s weights do not match this IMNN's model.
+        """
         if not isinstance(other, _IMNN):
             raise TypeError(f"other must be an IMNN, got {type(other).__name__}")
         shapes = [np.shape(a) for a in tree_util.tree_leaves(other.w)]
@@ -758,7 +807,28 @@ class _IMNN:
 
     def plot(self, ax=None, expected_detF=None, colour="C0", figsize=(5, 15), label="",
              filename=None, ncol=1):
-        """Stacked panels of the fitting history; returns the axes."""
+        """Plot the fitting history in five stacked panels.
+
+        The panels show det F (with ``expected_detF`` as a dashed line), det C and det C⁻¹
+        (log scale, line at 1), Λ2 and r; training solid, validation dotted. Needs
+        matplotlib.
+
+        Args:
+            ax: five matplotlib axes to draw on, e.g. those returned by an earlier call, so
+                that a second history is drawn over the first (default None: a new figure).
+            expected_detF: the expected det F, drawn as a dashed line (default None: none).
+            colour: matplotlib colour of the lines (default "C0").
+            figsize: figure size in inches when a new figure is made (default (5, 15)).
+            label: prefix of the legend labels (default "").
+            filename: if given, the figure is saved there (default None).
+            ncol: number of columns of the legend (default 1).
+
+        Returns:
+            The array of the five axes.
+
+        Raises:
+            ValueError: ``ax`` does not hold five axes.
+        """
         from .plotting import plot_history
         return plot_history(self.history, ax=ax, expected_detF=expected_detF, colour=colour,
                             figsize=figsize, label=label, filename=filename, ncol=ncol)
@@ -823,8 +893,55 @@ def _simulator_kind(simulator, θ_fid, input_shape, backend):
 # --- the public classes -----------------------------------------------------------
 
 class SimulatorIMNN(_IMNN):
-    """Fresh simulations from ``simulator(key, θ)`` every iteration; ∂x/∂θ by
-    forward-mode differentiation through simulator and network."""
+    """Fits on fresh simulations from a simulator every iteration.
+
+    Each iteration draws n_s simulations at θ_fid from new keys split from fit's rng; the
+    derivatives ∂x/∂θ of the first n_d summaries come from forward-mode differentiation through
+    the simulator and the network (docs/design/behaviour.md#derivatives). fit needs rng.
+
+    Args:
+        n_s: Number of fiducial simulations (at θ_fid) whose summaries give the covariance C and
+            the mean μ each iteration. An int, at least 2, greater than n_params and greater
+            than n_summaries (otherwise C or F is singular by construction).
+        n_d: Number of simulations whose θ-derivatives give dμ/dθ; they are the first n_d of the
+            n_s fiducial ones (same seeds). An int with 1 ≤ n_d ≤ n_s.
+        n_params: Number of physical parameters p (the length of θ_fid). A positive int.
+        n_summaries: Number of summaries s the network outputs; at least n_params and less than
+            n_s.
+        input_shape: Shape of one simulation d, without a batch axis, e.g. (10,) or (32, 32, 1):
+            a tuple of positive ints.
+        θ_fid: Fiducial parameter values, an array of shape (n_params,), finite and within the
+            backend's floating-point range; the Fisher information is estimated there.
+        model: The network, mapping one simulation of shape input_shape to summaries of shape
+            (n_summaries,). Any of: an imnn.nn model (imnn.nn.serial(...) or one layer; the only
+            kind the numpy and numba backends run); an (init, apply) pair with init(key,
+            input_shape) -> (output_shape, params) and apply(params, d) on one unbatched
+            simulation (as jax.example_libraries.stax.serial returns); a flax.linen.Module
+            instance (weights from module.init); a flax.nnx.Module or equinox.Module instance
+            (its current parameters are the initial weights); or imnn.nn.from_function(apply,
+            params) for a plain function. Its output shape must be (n_summaries,).
+        optimiser: An optax GradientTransformation (e.g. optax.adam(1e-3)), or the legacy (init,
+            update, get_params) triple of jax.example_libraries.optimizers.
+        key_or_state: A JAX PRNG key (jax.random.PRNGKey(seed)) that initialises the network
+            weights; or, with a legacy optimiser triple, a state of that optimiser from an
+            earlier fit, whose weights (get_params(state)) are the starting point.
+        simulator: simulator(key, θ) -> d: one simulation of shape input_shape (floating point)
+            from a JAX PRNG key and parameters θ of shape (n_params,). On the jax backend it
+            must be JAX-traceable and return d alone (∂d/∂θ comes from forward-mode autodiff);
+            on the numpy and numba backends it may return the pair (d, ∂d/∂θ) with ∂d/∂θ of
+            shape input_shape + (n_params,).
+        backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
+            float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
+            "numba" (imnn.nn models only).
+
+    Raises:
+        TypeError: An argument of the wrong type (the message names it), e.g. a model or
+            optimiser of no accepted kind, or key_or_state that is neither a key nor a legacy
+            state.
+        ValueError: Inconsistent sizes or shapes (n_s ≤ n_params or ≤ n_summaries, n_d > n_s, a
+            model whose output shape is not (n_summaries,), data of the wrong shape), non-finite
+            data, or an unknown backend; raised before anything is computed.
+    """
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, simulator, *, backend="jax"):
@@ -837,8 +954,61 @@ class SimulatorIMNN(_IMNN):
 
 
 class AggregatedSimulatorIMNN(_IMNN):
-    """SimulatorIMNN whose simulations are made and summarised ``n_per_device``
-    at a time on every device, with exact two-pass gradients (spec §4)."""
+    """SimulatorIMNN for more simulations than fit in memory at once.
+
+    The simulations are made and summarised n_per_device at a time on every device, and the
+    weight gradient is exact, by two passes over the data
+    (docs/design/behaviour.md#aggregation). fit needs rng.
+
+    Args:
+        n_s: Number of fiducial simulations (at θ_fid) whose summaries give the covariance C and
+            the mean μ each iteration. An int, at least 2, greater than n_params and greater
+            than n_summaries (otherwise C or F is singular by construction).
+        n_d: Number of simulations whose θ-derivatives give dμ/dθ; they are the first n_d of the
+            n_s fiducial ones (same seeds). An int with 1 ≤ n_d ≤ n_s.
+        n_params: Number of physical parameters p (the length of θ_fid). A positive int.
+        n_summaries: Number of summaries s the network outputs; at least n_params and less than
+            n_s.
+        input_shape: Shape of one simulation d, without a batch axis, e.g. (10,) or (32, 32, 1):
+            a tuple of positive ints.
+        θ_fid: Fiducial parameter values, an array of shape (n_params,), finite and within the
+            backend's floating-point range; the Fisher information is estimated there.
+        model: The network, mapping one simulation of shape input_shape to summaries of shape
+            (n_summaries,). Any of: an imnn.nn model (imnn.nn.serial(...) or one layer; the only
+            kind the numpy and numba backends run); an (init, apply) pair with init(key,
+            input_shape) -> (output_shape, params) and apply(params, d) on one unbatched
+            simulation (as jax.example_libraries.stax.serial returns); a flax.linen.Module
+            instance (weights from module.init); a flax.nnx.Module or equinox.Module instance
+            (its current parameters are the initial weights); or imnn.nn.from_function(apply,
+            params) for a plain function. Its output shape must be (n_summaries,).
+        optimiser: An optax GradientTransformation (e.g. optax.adam(1e-3)), or the legacy (init,
+            update, get_params) triple of jax.example_libraries.optimizers.
+        key_or_state: A JAX PRNG key (jax.random.PRNGKey(seed)) that initialises the network
+            weights; or, with a legacy optimiser triple, a state of that optimiser from an
+            earlier fit, whose weights (get_params(state)) are the starting point.
+        simulator: simulator(key, θ) -> d: one simulation of shape input_shape (floating point)
+            from a JAX PRNG key and parameters θ of shape (n_params,). On the jax backend it
+            must be JAX-traceable and return d alone (∂d/∂θ comes from forward-mode autodiff);
+            on the numpy and numba backends it may return the pair (d, ∂d/∂θ) with ∂d/∂θ of
+            shape input_shape + (n_params,).
+        host: The JAX device that holds the weights and the gathered summaries and runs the
+            loss, e.g. jax.devices('cpu')[0].
+        devices: Non-empty list of JAX devices the simulations are summarised on (e.g.
+            jax.devices()); the data are split over them in equal contiguous chunks.
+        n_per_device: Number of simulations each device summarises at a time (a positive int);
+            every stream's size must be a multiple of len(devices) · n_per_device.
+        backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
+            float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
+            "numba" (imnn.nn models only).
+
+    Raises:
+        TypeError: An argument of the wrong type (the message names it), e.g. a model or
+            optimiser of no accepted kind, or key_or_state that is neither a key nor a legacy
+            state.
+        ValueError: Inconsistent sizes or shapes (n_s ≤ n_params or ≤ n_summaries, n_d > n_s, a
+            model whose output shape is not (n_summaries,), data of the wrong shape), non-finite
+            data, or an unknown backend; raised before anything is computed.
+    """
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, simulator, host, devices, n_per_device, *,
@@ -855,7 +1025,57 @@ class AggregatedSimulatorIMNN(_IMNN):
 
 
 class GradientIMNN(_IMNN):
-    """Simulations and their known derivatives ∂d/∂θ held in memory."""
+    """Fits on simulations and their known derivatives ∂d/∂θ held in memory.
+
+    ∂x/∂θ is the chain rule through the network (docs/design/behaviour.md#derivatives).
+
+    Args:
+        n_s: Number of fiducial simulations (at θ_fid) whose summaries give the covariance C and
+            the mean μ each iteration. An int, at least 2, greater than n_params and greater
+            than n_summaries (otherwise C or F is singular by construction).
+        n_d: Number of simulations whose θ-derivatives give dμ/dθ; they are the first n_d of the
+            n_s fiducial ones (same seeds). An int with 1 ≤ n_d ≤ n_s.
+        n_params: Number of physical parameters p (the length of θ_fid). A positive int.
+        n_summaries: Number of summaries s the network outputs; at least n_params and less than
+            n_s.
+        input_shape: Shape of one simulation d, without a batch axis, e.g. (10,) or (32, 32, 1):
+            a tuple of positive ints.
+        θ_fid: Fiducial parameter values, an array of shape (n_params,), finite and within the
+            backend's floating-point range; the Fisher information is estimated there.
+        model: The network, mapping one simulation of shape input_shape to summaries of shape
+            (n_summaries,). Any of: an imnn.nn model (imnn.nn.serial(...) or one layer; the only
+            kind the numpy and numba backends run); an (init, apply) pair with init(key,
+            input_shape) -> (output_shape, params) and apply(params, d) on one unbatched
+            simulation (as jax.example_libraries.stax.serial returns); a flax.linen.Module
+            instance (weights from module.init); a flax.nnx.Module or equinox.Module instance
+            (its current parameters are the initial weights); or imnn.nn.from_function(apply,
+            params) for a plain function. Its output shape must be (n_summaries,).
+        optimiser: An optax GradientTransformation (e.g. optax.adam(1e-3)), or the legacy (init,
+            update, get_params) triple of jax.example_libraries.optimizers.
+        key_or_state: A JAX PRNG key (jax.random.PRNGKey(seed)) that initialises the network
+            weights; or, with a legacy optimiser triple, a state of that optimiser from an
+            earlier fit, whose weights (get_params(state)) are the starting point.
+        fiducial: Simulations at θ_fid, an array of shape (n_s,) + input_shape of finite real
+            numbers.
+        derivative: Their derivatives ∂d/∂θ, an array of shape (n_d,) + input_shape +
+            (n_params,): derivative[i] belongs to fiducial[i].
+        validation_fiducial: Optional validation simulations, shape (n_s,) + input_shape
+            (default None). With them, det F of the validation set is the early-stopping
+            criterion.
+        validation_derivative: Their derivatives, shape (n_d,) + input_shape + (n_params,);
+            given together with validation_fiducial (default None).
+        backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
+            float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
+            "numba" (imnn.nn models only).
+
+    Raises:
+        TypeError: An argument of the wrong type (the message names it), e.g. a model or
+            optimiser of no accepted kind, or key_or_state that is neither a key nor a legacy
+            state.
+        ValueError: Inconsistent sizes or shapes (n_s ≤ n_params or ≤ n_summaries, n_d > n_s, a
+            model whose output shape is not (n_summaries,), data of the wrong shape), non-finite
+            data, or an unknown backend; raised before anything is computed.
+    """
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, validation_fiducial=None,
@@ -869,9 +1089,67 @@ class GradientIMNN(_IMNN):
 
 
 class AggregatedGradientIMNN(_IMNN):
-    """GradientIMNN with two-pass gradients aggregated over devices.
-    ``prefetch`` and ``cache`` are accepted for compatibility: arrays are laid
-    over the devices once, so there is nothing to prefetch or cache."""
+    """GradientIMNN with the summaries computed n_per_device at a time over devices.
+
+    The weight gradient is exact, by two passes over the data
+    (docs/design/behaviour.md#aggregation).
+
+    Args:
+        n_s: Number of fiducial simulations (at θ_fid) whose summaries give the covariance C and
+            the mean μ each iteration. An int, at least 2, greater than n_params and greater
+            than n_summaries (otherwise C or F is singular by construction).
+        n_d: Number of simulations whose θ-derivatives give dμ/dθ; they are the first n_d of the
+            n_s fiducial ones (same seeds). An int with 1 ≤ n_d ≤ n_s.
+        n_params: Number of physical parameters p (the length of θ_fid). A positive int.
+        n_summaries: Number of summaries s the network outputs; at least n_params and less than
+            n_s.
+        input_shape: Shape of one simulation d, without a batch axis, e.g. (10,) or (32, 32, 1):
+            a tuple of positive ints.
+        θ_fid: Fiducial parameter values, an array of shape (n_params,), finite and within the
+            backend's floating-point range; the Fisher information is estimated there.
+        model: The network, mapping one simulation of shape input_shape to summaries of shape
+            (n_summaries,). Any of: an imnn.nn model (imnn.nn.serial(...) or one layer; the only
+            kind the numpy and numba backends run); an (init, apply) pair with init(key,
+            input_shape) -> (output_shape, params) and apply(params, d) on one unbatched
+            simulation (as jax.example_libraries.stax.serial returns); a flax.linen.Module
+            instance (weights from module.init); a flax.nnx.Module or equinox.Module instance
+            (its current parameters are the initial weights); or imnn.nn.from_function(apply,
+            params) for a plain function. Its output shape must be (n_summaries,).
+        optimiser: An optax GradientTransformation (e.g. optax.adam(1e-3)), or the legacy (init,
+            update, get_params) triple of jax.example_libraries.optimizers.
+        key_or_state: A JAX PRNG key (jax.random.PRNGKey(seed)) that initialises the network
+            weights; or, with a legacy optimiser triple, a state of that optimiser from an
+            earlier fit, whose weights (get_params(state)) are the starting point.
+        fiducial: Simulations at θ_fid, an array of shape (n_s,) + input_shape of finite real
+            numbers.
+        derivative: Their derivatives ∂d/∂θ, an array of shape (n_d,) + input_shape +
+            (n_params,): derivative[i] belongs to fiducial[i].
+        host: The JAX device that holds the weights and the gathered summaries and runs the
+            loss, e.g. jax.devices('cpu')[0].
+        devices: Non-empty list of JAX devices the simulations are summarised on (e.g.
+            jax.devices()); the data are split over them in equal contiguous chunks.
+        n_per_device: Number of simulations each device summarises at a time (a positive int);
+            every stream's size must be a multiple of len(devices) · n_per_device.
+        validation_fiducial: Optional validation simulations, shape (n_s,) + input_shape
+            (default None). With them, det F of the validation set is the early-stopping
+            criterion.
+        validation_derivative: Their derivatives, shape (n_d,) + input_shape + (n_params,);
+            given together with validation_fiducial (default None).
+        prefetch: Accepted for compatibility with earlier code and ignored: the arrays are laid
+            over the devices once (default None).
+        cache: Accepted for compatibility and ignored, like prefetch (default False).
+        backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
+            float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
+            "numba" (imnn.nn models only).
+
+    Raises:
+        TypeError: An argument of the wrong type (the message names it), e.g. a model or
+            optimiser of no accepted kind, or key_or_state that is neither a key nor a legacy
+            state.
+        ValueError: Inconsistent sizes or shapes (n_s ≤ n_params or ≤ n_summaries, n_d > n_s, a
+            model whose output shape is not (n_summaries,), data of the wrong shape), non-finite
+            data, or an unknown backend; raised before anything is computed.
+    """
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, host, devices, n_per_device,
@@ -889,8 +1167,60 @@ class AggregatedGradientIMNN(_IMNN):
 
 
 class NumericalGradientIMNN(_IMNN):
-    """Seed-matched simulations above and below θ_fid give ∂x/∂θ by finite
-    differences of the summaries (spec §2)."""
+    """Fits on simulations held in memory, with ∂x/∂θ by seed-matched finite differences.
+
+    Simulations made with the same seed just above and below θ_fid give the derivatives of the
+    summaries by central differences (docs/design/behaviour.md#derivatives).
+
+    Args:
+        n_s: Number of fiducial simulations (at θ_fid) whose summaries give the covariance C and
+            the mean μ each iteration. An int, at least 2, greater than n_params and greater
+            than n_summaries (otherwise C or F is singular by construction).
+        n_d: Number of simulations whose θ-derivatives give dμ/dθ; they are the first n_d of the
+            n_s fiducial ones (same seeds). An int with 1 ≤ n_d ≤ n_s.
+        n_params: Number of physical parameters p (the length of θ_fid). A positive int.
+        n_summaries: Number of summaries s the network outputs; at least n_params and less than
+            n_s.
+        input_shape: Shape of one simulation d, without a batch axis, e.g. (10,) or (32, 32, 1):
+            a tuple of positive ints.
+        θ_fid: Fiducial parameter values, an array of shape (n_params,), finite and within the
+            backend's floating-point range; the Fisher information is estimated there.
+        model: The network, mapping one simulation of shape input_shape to summaries of shape
+            (n_summaries,). Any of: an imnn.nn model (imnn.nn.serial(...) or one layer; the only
+            kind the numpy and numba backends run); an (init, apply) pair with init(key,
+            input_shape) -> (output_shape, params) and apply(params, d) on one unbatched
+            simulation (as jax.example_libraries.stax.serial returns); a flax.linen.Module
+            instance (weights from module.init); a flax.nnx.Module or equinox.Module instance
+            (its current parameters are the initial weights); or imnn.nn.from_function(apply,
+            params) for a plain function. Its output shape must be (n_summaries,).
+        optimiser: An optax GradientTransformation (e.g. optax.adam(1e-3)), or the legacy (init,
+            update, get_params) triple of jax.example_libraries.optimizers.
+        key_or_state: A JAX PRNG key (jax.random.PRNGKey(seed)) that initialises the network
+            weights; or, with a legacy optimiser triple, a state of that optimiser from an
+            earlier fit, whose weights (get_params(state)) are the starting point.
+        fiducial: Simulations at θ_fid, an array of shape (n_s,) + input_shape of finite real
+            numbers.
+        derivative: Seed-matched perturbed simulations, an array of shape (n_d, 2, n_params) +
+            input_shape: [i, 0, a] is made at θ_fid − δθ[a]/2 along parameter a and [i, 1, a] at
+            θ_fid + δθ[a]/2, both with the seed of fiducial[i].
+        δθ: Full finite-difference step per parameter, an array of shape (n_params,) of non-zero
+            values: ∂x/∂θ_a ≈ (x(θ_fid + δθ_a/2) − x(θ_fid − δθ_a/2)) / δθ_a.
+        validation_fiducial: Optional validation simulations at θ_fid, shape (n_s,) +
+            input_shape (default None); with them the validation det F decides early stopping.
+        validation_derivative: Their perturbed counterparts, shape (n_d, 2, n_params) +
+            input_shape, given together with validation_fiducial (default None).
+        backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
+            float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
+            "numba" (imnn.nn models only).
+
+    Raises:
+        TypeError: An argument of the wrong type (the message names it), e.g. a model or
+            optimiser of no accepted kind, or key_or_state that is neither a key nor a legacy
+            state.
+        ValueError: Inconsistent sizes or shapes (n_s ≤ n_params or ≤ n_summaries, n_d > n_s, a
+            model whose output shape is not (n_summaries,), data of the wrong shape), non-finite
+            data, or an unknown backend; raised before anything is computed.
+    """
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, δθ, validation_fiducial=None,
@@ -905,7 +1235,69 @@ class NumericalGradientIMNN(_IMNN):
 
 
 class AggregatedNumericalGradientIMNN(_IMNN):
-    """NumericalGradientIMNN with two-pass gradients aggregated over devices."""
+    """NumericalGradientIMNN with the summaries computed n_per_device at a time over devices.
+
+    The weight gradient is exact, by two passes over the data
+    (docs/design/behaviour.md#aggregation).
+
+    Args:
+        n_s: Number of fiducial simulations (at θ_fid) whose summaries give the covariance C and
+            the mean μ each iteration. An int, at least 2, greater than n_params and greater
+            than n_summaries (otherwise C or F is singular by construction).
+        n_d: Number of simulations whose θ-derivatives give dμ/dθ; they are the first n_d of the
+            n_s fiducial ones (same seeds). An int with 1 ≤ n_d ≤ n_s.
+        n_params: Number of physical parameters p (the length of θ_fid). A positive int.
+        n_summaries: Number of summaries s the network outputs; at least n_params and less than
+            n_s.
+        input_shape: Shape of one simulation d, without a batch axis, e.g. (10,) or (32, 32, 1):
+            a tuple of positive ints.
+        θ_fid: Fiducial parameter values, an array of shape (n_params,), finite and within the
+            backend's floating-point range; the Fisher information is estimated there.
+        model: The network, mapping one simulation of shape input_shape to summaries of shape
+            (n_summaries,). Any of: an imnn.nn model (imnn.nn.serial(...) or one layer; the only
+            kind the numpy and numba backends run); an (init, apply) pair with init(key,
+            input_shape) -> (output_shape, params) and apply(params, d) on one unbatched
+            simulation (as jax.example_libraries.stax.serial returns); a flax.linen.Module
+            instance (weights from module.init); a flax.nnx.Module or equinox.Module instance
+            (its current parameters are the initial weights); or imnn.nn.from_function(apply,
+            params) for a plain function. Its output shape must be (n_summaries,).
+        optimiser: An optax GradientTransformation (e.g. optax.adam(1e-3)), or the legacy (init,
+            update, get_params) triple of jax.example_libraries.optimizers.
+        key_or_state: A JAX PRNG key (jax.random.PRNGKey(seed)) that initialises the network
+            weights; or, with a legacy optimiser triple, a state of that optimiser from an
+            earlier fit, whose weights (get_params(state)) are the starting point.
+        fiducial: Simulations at θ_fid, an array of shape (n_s,) + input_shape of finite real
+            numbers.
+        derivative: Seed-matched perturbed simulations, an array of shape (n_d, 2, n_params) +
+            input_shape: [i, 0, a] is made at θ_fid − δθ[a]/2 along parameter a and [i, 1, a] at
+            θ_fid + δθ[a]/2, both with the seed of fiducial[i].
+        δθ: Full finite-difference step per parameter, an array of shape (n_params,) of non-zero
+            values: ∂x/∂θ_a ≈ (x(θ_fid + δθ_a/2) − x(θ_fid − δθ_a/2)) / δθ_a.
+        host: The JAX device that holds the weights and the gathered summaries and runs the
+            loss, e.g. jax.devices('cpu')[0].
+        devices: Non-empty list of JAX devices the simulations are summarised on (e.g.
+            jax.devices()); the data are split over them in equal contiguous chunks.
+        n_per_device: Number of simulations each device summarises at a time (a positive int);
+            every stream's size must be a multiple of len(devices) · n_per_device.
+        validation_fiducial: Optional validation simulations at θ_fid, shape (n_s,) +
+            input_shape (default None); with them the validation det F decides early stopping.
+        validation_derivative: Their perturbed counterparts, shape (n_d, 2, n_params) +
+            input_shape, given together with validation_fiducial (default None).
+        prefetch: Accepted for compatibility with earlier code and ignored: the arrays are laid
+            over the devices once (default None).
+        cache: Accepted for compatibility and ignored, like prefetch (default False).
+        backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
+            float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
+            "numba" (imnn.nn models only).
+
+    Raises:
+        TypeError: An argument of the wrong type (the message names it), e.g. a model or
+            optimiser of no accepted kind, or key_or_state that is neither a key nor a legacy
+            state.
+        ValueError: Inconsistent sizes or shapes (n_s ≤ n_params or ≤ n_summaries, n_d > n_s, a
+            model whose output shape is not (n_summaries,), data of the wrong shape), non-finite
+            data, or an unknown backend; raised before anything is computed.
+    """
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, δθ, host, devices,

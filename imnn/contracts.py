@@ -1,6 +1,6 @@
 """What every backend provides: small typed contracts with documented shapes.
 
-Notation (see the spec): ``n_s`` fiducial simulations, ``n_d`` of them with
+Notation (docs/design/behaviour.md): ``n_s`` fiducial simulations, ``n_d`` of them with
 θ-derivatives, ``p`` parameters, ``s`` summaries, ``input_shape`` the shape of
 one simulation. ``w`` is a pytree of network weights: a list with one tuple of
 arrays per layer (``()`` for layers without weights).
@@ -44,7 +44,8 @@ class PerturbedSummaries(NamedTuple):
 
 
 class FisherStatistics(NamedTuple):
-    """Gaussian Fisher statistics of a set of summaries (spec §1).
+    """Gaussian Fisher statistics of a set of summaries
+    (docs/design/behaviour.md#fisher-statistics).
 
     μ: (s,)  C: (s, s) unbiased covariance  invC: (s, s)
     dμ_dθ: (s, p)  F: (p, p) = dμ_dθᵀ C⁻¹ dμ_dθ  invF: (p, p)
@@ -135,10 +136,12 @@ class StatisticsBackend(Protocol):
     """(a) Fisher statistics and (b) the loss with its cotangents."""
 
     def fisher_statistics(self, x: Array, dx_dθ: Array) -> FisherStatistics:
-        """x (n_s, s), dx_dθ (n_d, s, p) -> FisherStatistics (spec §1)."""
+        """x (n_s, s), dx_dθ (n_d, s, p) -> FisherStatistics
+        (docs/design/behaviour.md#fisher-statistics)."""
 
     def loss(self, x: Array, dx_dθ: Array, λ: float, α: float) -> LossParts:
-        """The loss and its parts (spec §1) for summaries x and derivatives dx_dθ."""
+        """The loss and its parts (docs/design/behaviour.md#loss) for summaries x and
+        derivatives dx_dθ."""
 
     def loss_and_cotangents(self, x: Array, dx_dθ: Array, λ: float, α: float
                             ) -> tuple[LossParts, Summaries]:

@@ -1,4 +1,5 @@
-"""``IMNN(**kwargs)``: the IMNN class that a set of constructor arguments describes (spec §6).
+"""``IMNN(**kwargs)``: the IMNN class that a set of constructor arguments describes
+(docs/design/behaviour.md#factory).
 
 The data decide the family, the aggregation arguments the execution:
 

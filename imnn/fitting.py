@@ -1,7 +1,7 @@
 """The fit, built only from the backend contracts.
 
-``fit_step`` is one iteration of spec §3 written once: the JAX backend compiles
-it (one compiled call per iteration, ``run_loop``); the reference backends run
+``fit_step`` is one iteration (docs/design/behaviour.md#iteration) written once: the JAX
+backend compiles it (one compiled call per iteration, ``run_loop``); the reference backends run
 it as it is. The early-stopping bookkeeping is a pure function of (state,
 ln det F, iteration) for the same reason.
 """
@@ -20,9 +20,25 @@ from .contracts import LossParts, Summaries
 # --- the regularisation rate ---------------------------------------------------
 
 def get_α(λ: float, ε: float) -> float:
-    """α(λ, ε) = −ln(ε(λ − 1) + ε²/(1 + ε)) / ε (spec §1).
+    """The rate α of the regulariser's strength, α(λ, ε) = −ln(ε(λ − 1) + ε²/(1 + ε)) / ε.
 
-    Chosen so that at Λ2 = ε the regularisation strength is λ / (λ + ε/(1+ε)).
+    Chosen so that when the covariance is ε away from the identity (Λ2 = ε) the
+    regularisation strength is λ / (λ + ε/(1 + ε))
+    (docs/design/behaviour.md#regulariser).
+
+    Args:
+        λ: regularisation coupling, a positive number with λ > 1 − ε/(1 + ε); 10 is a
+            common choice.
+        ε: closeness criterion of the covariance to the identity, a positive number,
+            e.g. 0.1.
+
+    Returns:
+        α, a float. It is negative when λ or ε is so large that ε(λ − 1) + ε²/(1 + ε) > 1
+        (a RuntimeWarning says so: the regulariser would then fade when it is most needed).
+
+    Raises:
+        TypeError: λ or ε is not a real number.
+        ValueError: λ or ε is not positive and finite, or λ ≤ 1 − ε/(1 + ε) (no rate exists).
     """
     λ, ε = _positive_number("λ", λ), _positive_number("ε", ε)
     argument = ε * (λ - 1.0) + ε ** 2 / (1.0 + ε)
@@ -58,9 +74,10 @@ class Stopping(NamedTuple):
 
 
 def update_stopping(state: Stopping, logdetF, w_measured, i, min_iterations, where) -> Stopping:
-    """Spec §3: strictly greater criterion → reset the counter and remember the
-    weights it was measured at; otherwise count once past ``min_iterations``.
-    ``where`` is the backend's elementwise select (np.where or jnp.where)."""
+    """Early stopping (docs/design/behaviour.md#early-stopping): strictly greater criterion
+    → reset the counter and remember the weights it was measured at; otherwise count once
+    past ``min_iterations``. ``where`` is the backend's elementwise select (np.where or
+    jnp.where)."""
     improved = logdetF > state.max_logdetF
     return Stopping(
         where(improved, logdetF, state.max_logdetF),

@@ -1,4 +1,5 @@
-"""Built-in simulators with exact Fisher matrices (the analytic anchors of spec §8).
+"""Built-in simulators with exact Fisher matrices (the analytic anchors,
+docs/design/behaviour.md#analytic-anchors).
 
 Each simulator is a small frozen dataclass providing
 

@@ -132,7 +132,7 @@ class ArraySource(StoredStreams):
 
     Exact derivatives: ``derivative`` (n_d,)+input_shape+(p,) belongs to the
     first n_d fiducial simulations. Finite differences: ``derivative``
-    (n_d, 2, p)+input_shape, seed-matched (spec §2).
+    (n_d, 2, p)+input_shape, seed-matched (docs/design/behaviour.md#derivatives).
     """
 
     def __init__(self, kind, n_s, n_d, n_params, input_shape, fiducial, derivative,

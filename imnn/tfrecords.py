@@ -62,21 +62,25 @@ def _check_bool(name: str, value) -> bool:
 class TFRecords:
     """Writes simulations to TFRecords and parses them back (format: module docstring).
 
-    Parameters
-    ----------
-    record_size : float
-        approximate maximum size of one file, in MB (10⁶ bytes)
-    padding : int
-        number of digits of the zero-padded file counter
-    input_shape : tuple of int or None
-        shape of one simulation; if None, set by the first ``write_record``
+    Needs TensorFlow, imported on first use. The files feed the Dataset classes
+    (docs/design/behaviour.md#datasets-and-tfrecords).
 
-    Attributes
-    ----------
-    file : str or None
-        path stem of the records last written (``{directory}/{filename}``)
-    writer : tf.io.TFRecordWriter or None
-        the file being written, only during ``write_record``
+    Args:
+        record_size: Approximate largest size of one file, in MB (10⁶ bytes); a new
+            file is started once it is exceeded. A positive number (default 150).
+        padding: Number of digits of the zero-padded file counter in the file names
+            (default 5), so that at most 10**padding files are written.
+        input_shape: Shape of one simulation, a tuple of positive ints; if None
+            (default), set by the first ``write_record``. The parsers need it.
+
+    Attributes:
+        file: Path stem of the records last written (``{directory}/{filename}``), or None.
+        writer: The ``tf.io.TFRecordWriter`` of the file being written, only during
+            ``write_record``; otherwise None.
+
+    Raises:
+        TypeError, ValueError: ``record_size`` not a positive number, ``padding`` not a
+            positive int, or ``input_shape`` not a tuple of positive ints.
     """
 
     def __init__(self, record_size: float = 150., padding: int = 5,
@@ -109,38 +113,37 @@ class TFRecords:
                      start: int = 0, *, progress: bool = True) -> list[str]:
         """Write the simulations at seeds ``start, …, n_sims - 1`` to a set of files.
 
-        Parameters
-        ----------
-        n_sims : int
-            the seed to stop at (exclusive): the number of simulations when
-            ``start`` is 0 (as in the earlier library)
-        get_simulation : callable
-            ``get_simulation(seed)`` (``fiducial=True``) or
-            ``get_simulation(seed, derivative, parameter)`` (``fiducial=False``)
-            returning one simulation as an array; every call of one write must
-            return the same shape
-        fiducial : bool
-            True: one simulation per seed (fiducial simulations, or exact
-            derivatives of shape ``input_shape + (n_params,)``); False: the
-            ``2 * n_params`` simulations of a numerical derivative per seed
-        n_params : int
-            number of parameters (required when ``fiducial`` is False)
-        validation : bool
-            prefix the default filename with ``validation_``
-        directory : str or None
-            an existing directory to write to (default: the current one)
-        filename : str or None
-            default ``fiducial`` or ``derivative`` (after ``fiducial``)
-        start : int
-            the first seed to write; file numbering still starts at 0, so
-            earlier files of the same name are overwritten
-        progress : bool
-            show a tqdm progress bar
+        Args:
+            n_sims: The seed to stop at (exclusive): the number of simulations when
+                ``start`` is 0. A positive int.
+            get_simulation: ``get_simulation(seed)`` (``fiducial=True``) or
+                ``get_simulation(seed, derivative, parameter)`` (``fiducial=False``;
+                ``derivative`` 0 below and 1 above θ_fid, ``parameter`` in
+                ``range(n_params)``), returning one simulation as an array; every call of
+                one write must return the same shape.
+            fiducial: True (default): one simulation per seed (fiducial simulations, or
+                exact derivatives of shape ``input_shape + (n_params,)``); False: the
+                ``2 * n_params`` simulations of a numerical derivative per seed.
+            n_params: Number of parameters, a positive int; required when ``fiducial``
+                is False (default None).
+            validation: Prefix the default filename with ``validation_`` (default False).
+            directory: An existing directory to write to (default None: the current one).
+            filename: Stem of the file names (default None: ``fiducial`` or
+                ``derivative``, after ``fiducial``).
+            start: The first seed to write (default 0); file numbering still starts at 0,
+                so earlier files of the same name are overwritten.
+            progress: Keyword-only. Show a tqdm progress bar (default True).
 
-        Returns
-        -------
-        list of str
-            the paths written, in order
+        Returns:
+            The paths written, in order (a list of str).
+
+        Raises:
+            TypeError: a flag that is not a bool, ``directory`` or ``filename`` not a str,
+                ``get_simulation`` that does not take 1 (fiducial) or 3 arguments, or a
+                simulation that is not a real numeric array.
+            ValueError: ``start >= n_sims``, ``n_params`` missing for a numerical
+                derivative, a directory that does not exist, simulations whose shape changes
+                or differs from ``input_shape``, or more than 10**padding files needed.
         """
         n_sims = _check_int("n_sims", n_sims, 1)
         start = _check_int("start", start, 0)
@@ -244,14 +247,35 @@ class TFRecords:
     # ------------------------------------------------------------------ parsing
 
     def parser(self, example: Example):
-        """A serialised simulation as float32 of shape ``input_shape``."""
+        """Parse one serialised simulation.
+
+        Args:
+            example: one serialised ``tf.train.Example`` (a scalar tf.string), as a
+                ``tf.data.TFRecordDataset`` yields them.
+
+        Returns:
+            The simulation, a float32 tensor of shape ``input_shape``.
+
+        Raises:
+            ValueError: ``input_shape`` is unknown.
+        """
         shape = self._shape()
         return self._decode(self._parse(example)["data"], shape)
 
     def derivative_parser(self, example: Example, n_params: int | None = None):
-        """An exact derivative (written with ``fiducial=True``) as float32 of shape
-        ``input_shape + (n_params,)``. ``n_params`` is required (a keyword so
-        that ``functools.partial`` can fix it)."""
+        """Parse one exact derivative (written with ``fiducial=True``).
+
+        Args:
+            example: one serialised ``tf.train.Example`` (a scalar tf.string).
+            n_params: number of parameters, a positive int; required (a keyword so that
+                ``functools.partial`` can fix it).
+
+        Returns:
+            The derivative ∂d/∂θ, a float32 tensor of shape ``input_shape + (n_params,)``.
+
+        Raises:
+            ValueError: ``n_params`` not given, or ``input_shape`` unknown.
+        """
         if n_params is None:
             raise ValueError("`n_params` must be given to parse a derivative record")
         shape = self._shape() + (_check_int("n_params", n_params, 1),)
@@ -266,6 +290,18 @@ class TFRecords:
         derivative dataset classes consume them. Unlike ``parser``, the example
         must carry ``derivative`` and ``parameter`` (so a fiducial record is
         rejected), and, if ``n_params`` is given, they must be in range.
+
+        Args:
+            example: one serialised ``tf.train.Example`` (a scalar tf.string).
+            n_params: number of parameters; when given (default None), the record's
+                ``parameter`` must be below it and its ``derivative`` 0 or 1.
+
+        Returns:
+            The simulation, a float32 tensor of shape ``input_shape``.
+
+        Raises:
+            ValueError: ``input_shape`` unknown. A record out of range fails when the
+                dataset is read (a TensorFlow InvalidArgumentError).
         """
         tf = _tf()
         shape = self._shape()

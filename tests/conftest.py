@@ -1,5 +1,6 @@
 """Test set-up: four simulated CPU devices, a headless matplotlib, and the
-mean/variance toy problem of the spec's analytic anchors."""
+mean/variance toy problem of the analytic anchors
+(docs/design/behaviour.md#analytic-anchors)."""
 import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")

@@ -1,5 +1,6 @@
-"""Spec §4: the aggregated two-pass gradient equals the full-batch gradient and
-does not depend on the number of devices or on n_per_device."""
+"""Aggregation (docs/design/behaviour.md#aggregation): the aggregated two-pass gradient
+equals the full-batch gradient and does not depend on the number of devices or on
+n_per_device."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,7 +1,7 @@
-"""Spec §8 analytic anchor: 10 draws of N(μ, σ²) at θ_fid = (0, 1) carry
-det F = 50. An MLP 128-128 trained with Adam 1e-3, λ = 10, ε = 0.1 must reach
-det F ≥ 45 (90 %) on the JAX backend, measured on the validation set (array
-classes) or on fresh simulations (simulator classes).
+"""Analytic anchor (docs/design/behaviour.md#analytic-anchors): 10 draws of N(μ, σ²) at
+θ_fid = (0, 1) carry det F = 50. An MLP 128-128 trained with Adam 1e-3, λ = 10, ε = 0.1 must
+reach det F ≥ 45 (90 %) on the JAX backend, measured on the validation set (array classes)
+or on fresh simulations (simulator classes).
 
 For scale: on a validation set of 1000 simulations the optimal summaries
 (sample mean and second moment) themselves give det F between about 46 and 55,

@@ -1,5 +1,6 @@
-"""Spec §5: the Dataset classes, fed by the seed's own recipes (tf.data from memory,
-a .npy generator, TFRecords) and by plain Python iterators, with every dataset check.
+"""The Dataset classes (docs/design/behaviour.md#datasets-and-tfrecords), fed by the seed's
+own recipes (tf.data from memory, a .npy generator, TFRecords) and by plain Python
+iterators, with every dataset check.
 
 The recipes below are the seed document's code as written, apart from the
 device list (``jax.devices()[:k]`` of the simulated CPU devices), the optimiser

@@ -17,18 +17,6 @@ import imnn.lfi
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Public names whose parameter documentation is being written in other branches (the
-# classes, get_α and TFRecords; save and load; the compilation cache; the priors). The
-# lead empties this set once they are merged: a name listed here may fail the docstring test
-# without failing the suite; every other public name must pass.
-PENDING_DOCSTRINGS = {
-    "imnn.SimulatorIMNN", "imnn.AggregatedSimulatorIMNN", "imnn.GradientIMNN",
-    "imnn.AggregatedGradientIMNN", "imnn.NumericalGradientIMNN",
-    "imnn.AggregatedNumericalGradientIMNN", "imnn.DatasetGradientIMNN",
-    "imnn.DatasetNumericalGradientIMNN", "imnn.get_α", "imnn.TFRecords", "imnn.save",
-    "imnn.load", "imnn.lfi.Uniform", "imnn.lfi.as_prior",
-}
-
 # --- (a) every parameter of the public API is documented ----------------------------------
 
 SECTION = re.compile(r"^(\s*)(Args|Arguments|Attributes):\s*$")
@@ -97,19 +85,10 @@ def undocumented_parameters(obj) -> list[str]:
 PUBLIC = dict(public_objects())
 
 
-def _pending(name):
-    mark = pytest.mark.xfail(strict=False, reason="docstring written in another branch")
-    return pytest.param(name, marks=mark) if name in PENDING_DOCSTRINGS else name
-
-
-@pytest.mark.parametrize("name", [_pending(name) for name in PUBLIC])
-def test_every_public_parameter_is_documented(name):
+@pytest.mark.parametrize("name", list(PUBLIC))
+def test_every_public_parameter_is_documented_in_its_docstring(name):
     missing = undocumented_parameters(PUBLIC[name])
     assert not missing, f"{name}: parameters not documented in an Args: section: {missing}"
-
-
-def test_pending_docstrings_are_public_names():
-    assert PENDING_DOCSTRINGS <= set(PUBLIC), PENDING_DOCSTRINGS - set(PUBLIC)
 
 
 def test_the_parser_reads_google_style_and_misses_nothing_else():

@@ -1,5 +1,5 @@
-"""Spec §6: ``IMNN(**kwargs)`` picks the class the arguments describe, and says what is
-missing or superfluous when they describe none."""
+"""The factory (docs/design/behaviour.md#factory): ``IMNN(**kwargs)`` picks the class the
+arguments describe, and says what is missing or superfluous when they describe none."""
 from itertools import cycle
 
 import jax

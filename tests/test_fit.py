@@ -1,5 +1,5 @@
-"""Spec §3 on the JAX backend: the compiled loop, early stopping, history,
-continuation, interruption, estimates and plots."""
+"""Fitting (docs/design/behaviour.md#fitting) on the JAX backend: the compiled loop, early
+stopping, history, continuation, interruption, estimates and plots."""
 import jax
 import numpy as np
 import optax

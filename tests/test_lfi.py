@@ -1,9 +1,10 @@
 """Likelihood-free inference (imnn.lfi) against exact answers.
 
-The inference tests use the mean/variance problem (spec §8): d = μ + sqrt(σ²) z, 10 draws,
-where the posterior of the raw data is computable on a grid. The compressor is a stand-in
-for a fitted IMNN; ``COMPRESSORS`` maps a name to a factory ``(θ_fid, n_draws) ->
-(compressor, F)`` so that an IMNN-based compressor can be added as one more entry.
+The inference tests use the mean/variance problem (docs/design/behaviour.md#analytic-anchors):
+d = μ + sqrt(σ²) z, 10 draws, where the posterior of the raw data is computable on a grid.
+The compressor is a stand-in for a fitted IMNN; ``COMPRESSORS`` maps a name to a factory
+``(θ_fid, n_draws) -> (compressor, F)`` so that an IMNN-based compressor can be added as one
+more entry.
 """
 import matplotlib
 

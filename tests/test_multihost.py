@@ -1,5 +1,6 @@
-"""Spec §4, multi-host: the Aggregated classes run across processes joined by
-``jax.distributed`` and give the results of one process with as many devices.
+"""Aggregation (docs/design/behaviour.md#aggregation), multi-host: the Aggregated classes
+run across processes joined by ``jax.distributed`` and give the results of one process with
+as many devices.
 
 Two processes on 127.0.0.1, each with 2 simulated CPU devices (cross-process
 collectives over gloo, JAX's default on CPU), fit over all 4 global devices;

@@ -1,5 +1,6 @@
-"""Reference Fisher statistics, loss and cotangents (spec §1), checked by hand and by
-finite differences; NumPy and Numba backends share this code, so one is tested."""
+"""Reference Fisher statistics, loss and cotangents (docs/design/behaviour.md#statistics-and-loss),
+checked by hand and by finite differences; NumPy and Numba backends share this code, so one
+is tested."""
 import numpy as np
 import pytest
 
@@ -32,7 +33,8 @@ def test_fisher_statistics_match_direct_formulas():
 
 def test_fisher_of_sufficient_statistics_of_gaussian_mean_and_variance():
     # 10 draws of N(μ, σ²) at θ = (μ, σ²) = (0, 1); T = (Σd, Σd²) is sufficient, so the
-    # Gaussian Fisher of T is the exact one, diag(10, 5) (spec §8).
+    # Gaussian Fisher of T is the exact one, diag(10, 5)
+    # (docs/design/behaviour.md#analytic-anchors).
     rng = np.random.default_rng(1)
     n, θ = 40_000, np.array([0.0, 1.0])
     z = rng.normal(size=(n, 10))

@@ -1,4 +1,5 @@
-"""Spec §1 on the JAX backend: Fisher statistics, the loss and its parts, α."""
+"""Fisher statistics, the loss and its parts, α on the JAX backend
+(docs/design/behaviour.md#statistics-and-loss)."""
 import math
 import warnings
 

@@ -1,4 +1,5 @@
-"""Fisher statistics and the IMNN loss (spec §1) in JAX; cotangents by autodiff."""
+"""Fisher statistics and the IMNN loss in JAX; cotangents by autodiff
+(docs/design/behaviour.md#statistics-and-loss)."""
 from __future__ import annotations
 
 import jax

@@ -36,7 +36,8 @@ class ReferenceBackend(abc.ABC):
     # --- (a), (b): statistics and loss ----------------------------------------------
 
     def fisher_statistics(self, x, dx_dθ) -> FisherStatistics:
-        """x (n_s, s), dx_dθ (n_d, s, p) -> FisherStatistics (spec §1)."""
+        """x (n_s, s), dx_dθ (n_d, s, p) -> FisherStatistics
+        (docs/design/behaviour.md#fisher-statistics)."""
         return _statistics.fisher_statistics(x, dx_dθ)
 
     def loss(self, x, dx_dθ, λ: float, α: float) -> LossParts:

@@ -1,4 +1,5 @@
-"""Fisher statistics, the IMNN loss and its cotangents (spec §1), by hand in float64.
+"""Fisher statistics, the IMNN loss and its cotangents, by hand in float64
+(docs/design/behaviour.md#statistics-and-loss).
 
 Notation: x (n_s, s) summaries, D = ∂x/∂θ (n_d, s, p), Y = x − μ, M = dμ/dθ (s, p),
 C = YᵀY/(n_s − 1), F = Mᵀ C⁻¹ M, A = C − I, B = C⁻¹ − I,
