@@ -89,9 +89,18 @@ def test_the_schema_is_the_one_source_of_defaults(tmp_path):
     for key in _schema.SCHEMA:
         table, _, name = key.name.rpartition(".")
         where = config.get(table, {}) if table else config
-        if isinstance(key.default, (int, float)) and table in ("", "fit", "optimiser"):
+        if isinstance(key.default, (int, float)) and table in ("", "fit"):
             assert where[name] == key.default, key.name
-    assert config["optimiser"] == {"name": "adam", "learning_rate": 1e-3}
+    # No [optimiser]: the default optimiser's cosine over fit.max_iterations, as a table
+    assert config["optimiser"] == {"name": "adam", "learning_rate": {
+        "schedule": "cosine_decay", "init_value": 1e-2, "alpha": 1e-2,
+        "decay_steps": _schema.BY_NAME["fit.max_iterations"].default}}
+    # [optimiser] without a learning rate: the schema's default rate
+    config = cli.read_config(write(tmp_path, {"model": BASE["model"],
+                                              "simulator": BASE["simulator"],
+                                              "optimiser": {"name": "adam"}}))
+    assert config["optimiser"] == {
+        "name": "adam", "learning_rate": _schema.BY_NAME["optimiser.learning_rate"].default}
 
 
 @pytest.mark.parametrize("learning_rate, message", [

@@ -32,8 +32,7 @@ def run(args) -> int:
     if args.output is not None:
         _check_output(args.output)
     fitted = load_fitted(args.run, args.backend, args.model)
-    θ̂ = np.asarray(fitted.get_estimate(read_simulations(args.data, fitted, args.allow_nan)),
-                   np.float64)
+    θ̂ = _estimates(fitted, read_simulations(args.data, fitted, args.allow_nan))
     for row in np.atleast_2d(θ̂):
         print(" ".join(f"{v:.10g}" for v in row))
     if args.output is not None:
@@ -52,3 +51,16 @@ def _check_output(path: Path) -> None:
     parent = path.absolute().parent
     if not parent.is_dir():
         raise CommandError(f"--output {path}: the folder {parent} does not exist")
+
+
+def _estimates(fitted, d: np.ndarray) -> np.ndarray:
+    """θ̂ for one simulation or a batch; with ``--allow-nan`` a simulation holding NaN
+    or inf gets a row of NaN (the library refuses non-finite data)."""
+    d = np.asarray(d)
+    batch = d.reshape((-1,) + tuple(fitted.input_shape))
+    finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+    θ̂ = np.full((len(batch), fitted.n_params), np.nan)
+    if finite.any():
+        θ̂[finite] = np.asarray(fitted.get_estimate(batch[finite]), np.float64).reshape(
+            -1, fitted.n_params)
+    return θ̂[0] if d.shape == tuple(fitted.input_shape) else θ̂
