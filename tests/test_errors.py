@@ -178,18 +178,17 @@ def nan_simulator(key, θ):
 
 def test_nan_simulations_later_in_the_fit_follow_on_nan():
     from imnn.sources import simulation_keys
-    n_s = 50
+    n_s = 20
 
     @jax.jit
     def nan_at(rng):   # (8,): whether iteration i draws a NaN simulation
         return jax.vmap(lambda i: jax.vmap(lambda k: jax.numpy.isnan(nan_simulator(
             k, θ_FID)).any())(simulation_keys(rng, i, n_s)).any())(jax.numpy.arange(8))
 
-    # A key whose iteration 0 is clean and whose first NaN comes within 8 iterations.
-    rng = next(r for r in (np.asarray(jax.random.PRNGKey(s)) for s in range(50))
-               if not nan_at(r)[0] and nan_at(r).any())
+    rng = np.asarray(jax.random.PRNGKey(1))   # iteration 0 is clean; NaN comes within 8
     bad = list(np.flatnonzero(nan_at(rng)))
-    model = imnn.SimulatorIMNN(n_s, 20, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-2),
+    assert bad and bad[0] > 0
+    model = imnn.SimulatorIMNN(n_s, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-2),
                                jax.random.PRNGKey(0), nan_simulator)
     with pytest.warns(RuntimeWarning, match=rf"fit stopped at iteration {bad[0]}, .*the simulator "
                       rf"returned non-finite values for simulation\(s\) \[\d+.*\] of iteration "
