@@ -336,7 +336,9 @@ def _is_key(obj) -> bool:
     return dtype is not None and np.dtype(dtype) == np.uint32 and np.shape(obj) == (2,)
 
 
-def _aggregation(host, devices, n_per_device) -> tuple[Layout, list]:
+def _aggregation(host, devices, n_per_device, memory_budget=None) -> tuple[Layout, list]:
+    if memory_budget is not None:
+        _positive_int("memory_budget", memory_budget, minimum=0)
     if not isinstance(devices, (list, tuple)) or not devices:
         raise ValueError(f"devices must be a non-empty list of JAX devices, got {devices!r}")
     for device in devices:
@@ -348,6 +350,13 @@ def _aggregation(host, devices, n_per_device) -> tuple[Layout, list]:
                         f"{type(host).__name__} {host!r}")
     n_per_device = _positive_int("n_per_device", n_per_device)
     return Layout(len(devices) * n_per_device, len(devices), n_per_device), list(devices)
+
+
+def _keep_within(imnn, memory_budget):
+    """Hand the aggregated gradient its memory budget (bytes per device that pass 1
+    may keep for pass 2; None: the backend's default). Reference backends keep nothing."""
+    keep_within = getattr(imnn.executor, "keep_within", None)
+    return memory_budget if keep_within is None else keep_within(memory_budget, imnn.source.sizes)
 
 
 def _simulator_kind(simulator, θ_fid, input_shape, backend):
@@ -388,8 +397,8 @@ class AggregatedSimulatorIMNN(_IMNN):
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, simulator, host, devices, n_per_device, *,
-                 backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
+                 backend="jax", memory_budget=None):
+        layout, devices = _aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
         self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
@@ -397,6 +406,7 @@ class AggregatedSimulatorIMNN(_IMNN):
         self.simulator = simulator
         self._attach(SimulatorSource(kind, self.n_s, self.n_d, self.n_params, layout,
                                      self.runtime), kind)
+        self.memory_budget = _keep_within(self, memory_budget)
 
 
 class GradientIMNN(_IMNN):
@@ -421,8 +431,8 @@ class AggregatedGradientIMNN(_IMNN):
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, host, devices, n_per_device,
                  validation_fiducial=None, validation_derivative=None, prefetch=None,
-                 cache=False, *, backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
+                 cache=False, *, backend="jax", memory_budget=None):
+        layout, devices = _aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
         self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
@@ -430,6 +440,7 @@ class AggregatedGradientIMNN(_IMNN):
         self._attach(ArraySource(kind, self.n_s, self.n_d, self.n_params, self.input_shape,
                                  fiducial, derivative, validation_fiducial,
                                  validation_derivative, layout), kind)
+        self.memory_budget = _keep_within(self, memory_budget)
 
 
 class NumericalGradientIMNN(_IMNN):
@@ -454,8 +465,8 @@ class AggregatedNumericalGradientIMNN(_IMNN):
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, δθ, host, devices,
                  n_per_device, validation_fiducial=None, validation_derivative=None,
-                 prefetch=None, cache=False, *, backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
+                 prefetch=None, cache=False, *, backend="jax", memory_budget=None):
+        layout, devices = _aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
         self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
@@ -464,6 +475,7 @@ class AggregatedNumericalGradientIMNN(_IMNN):
         self._attach(ArraySource(kind, self.n_s, self.n_d, self.n_params, self.input_shape,
                                  fiducial, derivative, validation_fiducial,
                                  validation_derivative, layout), kind)
+        self.memory_budget = _keep_within(self, memory_budget)
 
 
 def _finite_difference(δθ, n_params) -> FiniteDifference:
