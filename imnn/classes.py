@@ -393,7 +393,10 @@ class SimulatorIMNN(_IMNN):
 
 class AggregatedSimulatorIMNN(_IMNN):
     """SimulatorIMNN whose simulations are made and summarised ``n_per_device``
-    at a time on every device, with exact two-pass gradients (spec §4)."""
+    at a time on every device, with exact two-pass gradients (spec §4).
+    ``memory_budget``: bytes per device that pass 1 may keep for pass 2 (None: the
+    backend's default, 1 GiB on JAX; 0: recompute every batch in pass 2); what each
+    set of simulations kept is in ``executor.kept`` after the first gradient."""
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, simulator, host, devices, n_per_device, *,
@@ -426,7 +429,10 @@ class GradientIMNN(_IMNN):
 class AggregatedGradientIMNN(_IMNN):
     """GradientIMNN with two-pass gradients aggregated over devices.
     ``prefetch`` and ``cache`` are accepted for compatibility: arrays are laid
-    over the devices once, so there is nothing to prefetch or cache."""
+    over the devices once, so there is nothing to prefetch or cache.
+    ``memory_budget``: bytes per device that pass 1 may keep for pass 2 (None: the
+    backend's default, 1 GiB on JAX; 0: recompute every batch in pass 2); what each
+    set of simulations kept is in ``executor.kept`` after the first gradient."""
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, host, devices, n_per_device,
@@ -460,7 +466,10 @@ class NumericalGradientIMNN(_IMNN):
 
 
 class AggregatedNumericalGradientIMNN(_IMNN):
-    """NumericalGradientIMNN with two-pass gradients aggregated over devices."""
+    """NumericalGradientIMNN with two-pass gradients aggregated over devices.
+    ``memory_budget``: bytes per device that pass 1 may keep for pass 2 (None: the
+    backend's default, 1 GiB on JAX; 0: recompute every batch in pass 2); what each
+    set of simulations kept is in ``executor.kept`` after the first gradient."""
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, δθ, host, devices,

@@ -5,9 +5,13 @@ devices (``NamedSharding``, axis "sims") the batch axis is sharded, so n_batches
 counts batches per device. With one batch per device the pass-1 ``jax.vjp``
 (through ``shard_map`` over a mesh) keeps its residuals and pass 2 reuses them:
 the cost of a plain value_and_grad, and the memory of one batch per device,
-which pass 2 would hold anyway. With several, inside ``shard_map`` every device
-maps over its own batches in pass 1, then recomputes them one at a time in
-pass 2, accumulating one VJP per batch before a single ``psum``.
+which pass 2 would hold anyway. With several, pass 1 keeps for pass 2 what a
+memory budget per device allows (``JaxExecutor.keep_within``): the residuals of
+all of a device's batches (which then run as one, as in memory), or only the
+simulations and their θ-tangents (simulator classes), or nothing; inside
+``shard_map`` each device then recomputes what was not kept one batch at a time
+in pass 2 (``jax.checkpoint`` in a ``lax.map``, whose VJP accumulates the
+batches' weight cotangents) before a single sum over devices.
 """
 from __future__ import annotations
 
@@ -176,7 +180,8 @@ class JaxExecutor:
 
         - "everything": the residuals of the device's whole stream at once
           (measured by abstract evaluation of its VJP, less what recomputing
-          needs anyway: the inputs and weights);
+          needs anyway: the inputs and weights), counted twice for the backward
+          pass's cotangents of the whole stream;
         - "simulations" (simulator classes): the simulations and θ-tangents;
         - "nothing".
 
@@ -235,7 +240,9 @@ class JaxExecutor:
             lambda a: jax.ShapeDtypeStruct((a.shape[0] * a.shape[1],) + a.shape[2:], a.dtype),
             inputs)
         recompute = jax.checkpoint(one_batch, policy=jax.checkpoint_policies.nothing_saveable)
-        options = [(KEEP_ALL, residuals(one_batch, whole) - residuals(recompute, whole))]
+        # Kept whole, a stream is also differentiated whole: its backward pass holds
+        # cotangents of about the residuals' size while it runs, so count them twice.
+        options = [(KEEP_ALL, 2 * (residuals(one_batch, whole) - residuals(recompute, whole)))]
         if isinstance(self.kind, ThroughSimulator):
             simulations = jax.eval_shape(
                 lambda keys: S.simulate(self.kind, keys, with_derivative), whole)
