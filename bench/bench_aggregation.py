@@ -28,7 +28,7 @@ examples/gpu_aggregation.sh:
 
     python bench/bench_aggregation.py memory CLASS N_S
     python bench/bench_aggregation.py many CLASS DTYPE N_PER_DEVICE MEMORY_BUDGET
-    python bench/bench_aggregation.py field VARIANT N_S N N_PER_DEVICE ITERATIONS
+    python bench/bench_aggregation.py field VARIANT N_S N N_PER_DEVICE ITERATIONS [TRIES]
 """
 import json
 import math
@@ -338,7 +338,7 @@ def run_many_batches_memory(cls, dtype, n_per_device, memory_budget):
 
 # --- the 128×128 field on a GPU (examples/gpu_aggregation.sh) ---------------------------
 
-def field_point(variant, n_s, N, n_per_device, iterations):
+def field_point(variant, n_s, N, n_per_device, iterations, tries=2):
     """ms per iteration and peak memory of one configuration of
     examples/gpu_aggregation.sh, in this (fresh) process: the Gaussian random field
     of side N and the quadratic network of examples/field_inference.py (8 5×5
@@ -346,7 +346,7 @@ def field_point(variant, n_s, N, n_per_device, iterations):
     "budget-B" (AggregatedSimulatorIMNN with memory_budget B bytes, "default" for
     the default). Per iteration: (t(3k) − t(k)) / 2k over fits of k and 3k
     iterations after a compiling one, so that what ``fit`` does once (the Fisher
-    statistics at the end) cancels; the fastest of two tries."""
+    statistics at the end) cancels; the fastest of ``tries``."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
     from field_inference import quadratic_network
 
@@ -364,7 +364,7 @@ def field_point(variant, n_s, N, n_per_device, iterations):
     try:
         fitter.fit(10.0, 0.1, **fit_kwargs(iterations))  # compiles
         seconds = {}
-        for _ in range(2):
+        for _ in range(tries):
             for k in (iterations, 3 * iterations):
                 start = time.perf_counter()
                 fitter.fit(10.0, 0.1, **fit_kwargs(k))
@@ -389,8 +389,8 @@ if __name__ == "__main__":
         print(json.dumps(many_batches_memory(sys.argv[2], sys.argv[3], number(sys.argv[4]),
                                              number(sys.argv[5]))))
         sys.exit(0)
-    if sys.argv[1] == "field":  # VARIANT N_S N N_PER_DEVICE ITERATIONS
-        print(json.dumps(field_point(sys.argv[2], *map(int, sys.argv[3:7]))))
+    if sys.argv[1] == "field":  # VARIANT N_S N N_PER_DEVICE ITERATIONS [TRIES]
+        print(json.dumps(field_point(sys.argv[2], *map(int, sys.argv[3:]))))
         sys.exit(0)
     assert sys.argv[1] == "memory", sys.argv
     print(json.dumps(memory_point(sys.argv[2], int(sys.argv[3]))))

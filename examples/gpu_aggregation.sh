@@ -6,14 +6,15 @@
 # memory budgets (0: recompute everything in pass 2; the default; 16 GiB). Each
 # configuration runs in a fresh process (bench/bench_aggregation.py field ...):
 # ms per iteration and peak device memory (memory_stats()["peak_bytes_in_use"]),
-# printed as a Markdown table for docs/performance/aggregation.md.
+# printed as a Markdown table for docs/performance/aggregation.md. About 5 minutes on
+# an H200 (12 processes: start-up, compilation, 50 iterations each).
 #
 #   .venv/bin/pip wheel --no-deps -w .whl .              # here: imnn as a wheel
 #   bash examples/gpu_aggregation.sh                     # there, carrying .whl
 #   PYTHON=.venv/bin/python bash examples/gpu_aggregation.sh --small   # a CPU check
 #
-# --small (or SMALL=1): 32×32 fields, n_s = 100 and 200, n_per_device = 50, few
-# iterations: the whole script end to end in a few minutes on a CPU, where the peak
+# --small (or SMALL=1): 32×32 fields, n_s = 100 and 200, n_per_device = 50, two
+# iterations, no 16 GiB variant: the whole script end to end on a CPU, where the peak
 # is the process's resident memory (a CPU device reports no memory statistics).
 # Everything lands under $OUT (default runs/gpu_aggregation): log.txt and table.md.
 set -u
@@ -31,14 +32,18 @@ if ls .whl/imnn-*.whl > /dev/null 2>&1; then  # a lent machine: imnn from the wh
   export PYTHONPATH=/tmp/imnn-site
 fi
 export PYTHONUNBUFFERED=1
-PYTHON=$(command -v "$PYTHON") || exit 1
+case $PYTHON in  # an absolute path (not resolving links: a venv's python is one)
+  */*) PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON") || exit 1 ;;
+  *) PYTHON=$(command -v "$PYTHON") || exit 1 ;;
+esac
 WORK=$(mktemp -d) && cp -r examples bench "$WORK"/ && cd "$WORK" || exit 1
 if [ "$SMALL" = 1 ]; then
-  N=32; SIZES="100 200"; PER_DEVICE=50; ITERATIONS=5; TIMEOUT=300
+  N=32; SIZES="100 200"; PER_DEVICE=50; ITERATIONS=2; TRIES=1; TIMEOUT=300
+  VARIANTS=${VARIANTS:-"in-memory budget-0 budget-default"}
 else
-  N=128; SIZES="1000 4000 16000"; PER_DEVICE=1000; ITERATIONS=20; TIMEOUT=400
+  N=128; SIZES="1000 4000 16000"; PER_DEVICE=1000; ITERATIONS=10; TRIES=1; TIMEOUT=200
+  VARIANTS=${VARIANTS:-"in-memory budget-0 budget-default budget-17179869184"}
 fi
-VARIANTS=${VARIANTS:-"in-memory budget-0 budget-default budget-17179869184"}
 { nvidia-smi -L 2>/dev/null; "$PYTHON" -c "import sys, jax; print(sys.version.split()[0], 'jax', jax.__version__, jax.devices())"; } 2>&1 | tee -a "$LOG"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
@@ -46,7 +51,7 @@ for n_s in $SIZES; do
   for variant in $VARIANTS; do
     echo "== $variant n_s=$n_s N=$N n_per_device=$PER_DEVICE" >> "$LOG"
     line=$(timeout "$TIMEOUT" "$PYTHON" bench/bench_aggregation.py field "$variant" "$n_s" "$N" \
-           "$PER_DEVICE" "$ITERATIONS" 2>> "$LOG" | tail -1)
+           "$PER_DEVICE" "$ITERATIONS" "$TRIES" 2>> "$LOG" | tail -1)
     case $line in
       "{"*) echo "$line" >> "$RESULTS" ;;
       *) echo "{\"variant\": \"$variant\", \"n_s\": $n_s, \"error\": \"exit or timeout\"}" >> "$RESULTS" ;;
