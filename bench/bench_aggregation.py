@@ -15,8 +15,9 @@ its memory as n_s grows, and its scaling over (simulated) devices.
 (e) several batches on one device (n_s = 1000, n_d = 200, validation): in memory
     against aggregated with the default memory budget, with none (pass 2
     recomputes everything) and, for the simulator class, with room for the
-    simulations only; wall and CPU time, interleaved, and peak memory of each
-    in a fresh process. docs/performance/aggregation.md has the figures.
+    simulations only; wall and CPU time, interleaved, and XLA's memory for one
+    gradient (peak RSS of a fresh process: the ``many`` script mode below).
+    docs/performance/aggregation.md has the figures.
 
 Figures go in the ``extra_info`` of each benchmark (printed after the table by
 bench/conftest.py). Each timing round runs a fixed number of iterations (no
@@ -219,7 +220,7 @@ def test_d_iteration_time_vs_devices(benchmark, n_devices):
 
 MANY_N_S, MANY_N_D = 1000, 200  # with a validation set of the same size (array classes)
 MANY_BATCHES = {"5-batches": 200, "20-batches": 50}  # n_per_device on one device
-MANY_ITERATIONS, MANY_ROUNDS = 20, 7
+MANY_ITERATIONS, MANY_ROUNDS = 20, 5
 
 
 def many_batches_build(cls, n_per_device=None, memory_budget=None):
@@ -280,9 +281,10 @@ def fit_seconds(fitter):
 @pytest.mark.parametrize("cls", ["Gradient", "NumericalGradient", "Simulator"])
 def test_e_many_batches(benchmark, cls, batches, dtype):
     """Per variant: ms per iteration (wall and process CPU time, each the fastest of
-    interleaved rounds), its ratio to in memory, what each stream kept, and peak
-    memory (a fresh process per variant: peak RSS, and XLA's temporary buffers
-    for one gradient)."""
+    interleaved rounds), its ratio to in memory, what each stream kept, and the
+    memory XLA assigns to one compiled gradient (its temporary buffers, and
+    everything: arguments, outputs and temporaries). The peak RSS of a fresh
+    process per variant is ``python bench/bench_aggregation.py many ...``."""
     benchmark.group = (f"(e) several batches on one device: {cls}, n_s = 1000, n_d = 200, "
                        "MLP 128-128, mean/variance")
     n_per_device = MANY_BATCHES[batches]
@@ -298,6 +300,7 @@ def test_e_many_batches(benchmark, cls, batches, dtype):
                 times[label].append(fit_seconds(fitter))
 
         benchmark.pedantic(one_round, rounds=MANY_ROUNDS, iterations=1)
+        memory = {label: gradient_memory(fitter) for label, fitter in fitters.items()}
     best = {label: [1e3 * min(t[k] for t in times[label]) / MANY_ITERATIONS for k in (0, 1)]
             for label in times}
     for label, (wall, cpu) in best.items():
@@ -306,8 +309,23 @@ def test_e_many_batches(benchmark, cls, batches, dtype):
                    "cpu ratio": round(cpu / best["in memory"][1], 3)}
         if label != "in memory":
             figures["kept"] = fitters[label].executor.kept
-        figures.update(run_many_batches_memory(cls, dtype, *variants[label]))
+        figures.update(memory[label])
         benchmark.extra_info[label] = figures
+
+
+def gradient_memory(fitter):
+    """XLA's buffer assignment for one compiled two-pass gradient of ``fitter``:
+    temporaries, and temporaries with arguments and outputs, in MiB."""
+    data = fitter._data(jax.random.PRNGKey(2))
+    α = imnn.get_α(10.0, 0.1)
+    compiled = jax.jit(lambda w, data: imnn.fitting.loss_and_gradient(
+        fitter.executor, w, fitter.source.training_streams(data, 0), fitter.source.sizes,
+        10.0, α)).lower(fitter.w, data).compile()
+    analysis = compiled.memory_analysis()
+    total = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+             + analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
+    return {"xla_temp_MiB": round(analysis.temp_size_in_bytes / 2 ** 20, 2),
+            "xla_total_MiB": round(total / 2 ** 20, 2)}
 
 
 def many_batches_memory(cls, dtype, n_per_device, memory_budget):
@@ -325,15 +343,6 @@ def many_batches_memory(cls, dtype, n_per_device, memory_budget):
     fitter.fit(10.0, 0.1, **fit_kwargs(3))
     return {"peak_rss_MiB": round(peak_rss_MiB(), 1),
             "xla_temp_MiB": round(compiled.memory_analysis().temp_size_in_bytes / 2 ** 20, 2)}
-
-
-def run_many_batches_memory(cls, dtype, n_per_device, memory_budget):
-    process = subprocess.run([sys.executable, __file__, "many", cls, dtype, str(n_per_device),
-                              str(memory_budget)], capture_output=True, text=True, timeout=600)
-    if process.returncode:
-        raise RuntimeError(f"memory of {cls} {dtype} {n_per_device} {memory_budget} failed:\n"
-                           f"{process.stderr}")
-    return json.loads(process.stdout.strip().splitlines()[-1])
 
 
 # --- the 128×128 field on a GPU (examples/gpu_aggregation.sh) ---------------------------
