@@ -854,7 +854,9 @@ def _is_key(obj) -> bool:
     return dtype is not None and np.dtype(dtype) == np.uint32 and np.shape(obj) == (2,)
 
 
-def _aggregation(host, devices, n_per_device) -> tuple[Layout, list]:
+def _aggregation(host, devices, n_per_device, memory_budget=None) -> tuple[Layout, list]:
+    if memory_budget is not None:
+        _positive_int("memory_budget", memory_budget, minimum=0)
     if not isinstance(devices, (list, tuple)) or not devices:
         raise ValueError(f"devices must be a non-empty list of JAX devices, got {devices!r}")
     for device in devices:
@@ -866,6 +868,13 @@ def _aggregation(host, devices, n_per_device) -> tuple[Layout, list]:
                         f"{type(host).__name__} {host!r}")
     n_per_device = _positive_int("n_per_device", n_per_device)
     return Layout(len(devices) * n_per_device, len(devices), n_per_device), list(devices)
+
+
+def _keep_within(imnn, memory_budget):
+    """Hand the aggregated gradient its memory budget (bytes per device that pass 1
+    may keep for pass 2; None: the backend's default). Reference backends keep nothing."""
+    keep_within = getattr(imnn.executor, "keep_within", None)
+    return memory_budget if keep_within is None else keep_within(memory_budget, imnn.source.sizes)
 
 
 def _simulator_kind(simulator, θ_fid, input_shape, backend):
@@ -997,6 +1006,11 @@ class AggregatedSimulatorIMNN(_IMNN):
             jax.devices()); the data are split over them in equal contiguous chunks.
         n_per_device: Number of simulations each device summarises at a time (a positive int);
             every stream's size must be a multiple of len(devices) · n_per_device.
+        memory_budget: Keyword-only. Bytes per device that pass 1 may keep for pass 2 (the
+            simulations, or everything pass 2 needs) instead of recomputing them: None (the
+            backend's default, 1 GiB on JAX), 0 (recompute every batch in pass 2), or a
+            positive int. What each stream kept is in ``executor.kept`` after the first
+            gradient.
         backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
             float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
             "numba" (imnn.nn models only).
@@ -1012,8 +1026,8 @@ class AggregatedSimulatorIMNN(_IMNN):
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, simulator, host, devices, n_per_device, *,
-                 backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
+                 backend="jax", memory_budget=None):
+        layout, devices = _aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
         self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
@@ -1022,6 +1036,7 @@ class AggregatedSimulatorIMNN(_IMNN):
         self._attach(SimulatorSource(kind, self.n_s, self.n_d, self.n_params, layout,
                                      self.runtime), kind)
         self._seed_shapes(layout)
+        self.memory_budget = _keep_within(self, memory_budget)
 
 
 class GradientIMNN(_IMNN):
@@ -1138,6 +1153,11 @@ class AggregatedGradientIMNN(_IMNN):
         prefetch: Accepted for compatibility with earlier code and ignored: the arrays are laid
             over the devices once (default None).
         cache: Accepted for compatibility and ignored, like prefetch (default False).
+        memory_budget: Keyword-only. Bytes per device that pass 1 may keep for pass 2 (the
+            simulations, or everything pass 2 needs) instead of recomputing them: None (the
+            backend's default, 1 GiB on JAX), 0 (recompute every batch in pass 2), or a
+            positive int. What each stream kept is in ``executor.kept`` after the first
+            gradient.
         backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
             float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
             "numba" (imnn.nn models only).
@@ -1154,8 +1174,8 @@ class AggregatedGradientIMNN(_IMNN):
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, host, devices, n_per_device,
                  validation_fiducial=None, validation_derivative=None, prefetch=None,
-                 cache=False, *, backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
+                 cache=False, *, backend="jax", memory_budget=None):
+        layout, devices = _aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
         self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
@@ -1164,6 +1184,7 @@ class AggregatedGradientIMNN(_IMNN):
                                  fiducial, derivative, validation_fiducial,
                                  validation_derivative, layout, self.runtime.dtype), kind)
         self._seed_shapes(layout)
+        self.memory_budget = _keep_within(self, memory_budget)
 
 
 class NumericalGradientIMNN(_IMNN):
@@ -1286,6 +1307,11 @@ class AggregatedNumericalGradientIMNN(_IMNN):
         prefetch: Accepted for compatibility with earlier code and ignored: the arrays are laid
             over the devices once (default None).
         cache: Accepted for compatibility and ignored, like prefetch (default False).
+        memory_budget: Keyword-only. Bytes per device that pass 1 may keep for pass 2 (the
+            simulations, or everything pass 2 needs) instead of recomputing them: None (the
+            backend's default, 1 GiB on JAX), 0 (recompute every batch in pass 2), or a
+            positive int. What each stream kept is in ``executor.kept`` after the first
+            gradient.
         backend: Keyword-only. The backend that computes the fit: "jax" (default; compiled,
             float32 unless JAX's x64 mode is on), or the float64 reference backends "numpy" and
             "numba" (imnn.nn models only).
@@ -1302,8 +1328,8 @@ class AggregatedNumericalGradientIMNN(_IMNN):
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, fiducial, derivative, δθ, host, devices,
                  n_per_device, validation_fiducial=None, validation_derivative=None,
-                 prefetch=None, cache=False, *, backend="jax"):
-        layout, devices = _aggregation(host, devices, n_per_device)
+                 prefetch=None, cache=False, *, backend="jax", memory_budget=None):
+        layout, devices = _aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
         self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
@@ -1313,6 +1339,7 @@ class AggregatedNumericalGradientIMNN(_IMNN):
                                  fiducial, derivative, validation_fiducial,
                                  validation_derivative, layout, self.runtime.dtype), kind)
         self._seed_shapes(layout)
+        self.memory_budget = _keep_within(self, memory_budget)
 
 
 def _finite_difference(δθ, n_params) -> FiniteDifference:

@@ -1,6 +1,8 @@
 """Aggregation (docs/design/behaviour.md#aggregation): the aggregated two-pass gradient
 equals the full-batch gradient and does not depend on the number of devices or on
 n_per_device."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,7 @@ from conftest import INPUT_SHAPE, exact_data, mlp, numerical_data, simulator, δ
 N_S, N_D = 48, 24
 
 
+@functools.lru_cache  # numpy arrays, made once (also for use inside jax.jit)
 def data(kind):
     if kind == "exact":
         return exact_data(jax.random.PRNGKey(1), N_S, N_D)
@@ -64,13 +67,17 @@ def full_batch_gradient(model, kind):
         else:
             if kind == "exact":
                 fid, der = (jnp.asarray(a) for a in data(kind))
-                f = lambda d, t: jax.jvp(lambda d: apply(w, d), (d,), (t,))
+                def f(d, t):
+                    return jax.jvp(lambda d: apply(w, d), (d,), (t,))
+
                 x = jax.vmap(lambda d: apply(w, d))(fid)
                 dx = jax.vmap(lambda d, t: jax.vmap(lambda tt: f(d, tt)[1], in_axes=-1,
                                                      out_axes=-1)(t))(fid[:N_D], der)
             else:
                 keys = imnn.sources.simulation_keys(jnp.asarray(jax.random.PRNGKey(5)), 0, N_S)
-                g = lambda k, t: apply(w, simulator(k, t))
+                def g(k, t):
+                    return apply(w, simulator(k, t))
+
                 x = jax.vmap(lambda k: g(k, θ))(keys)
                 dx = jax.vmap(lambda k: jax.jacfwd(lambda t: g(k, t))(θ))(keys[:N_D])
         return statistics.loss(x, dx, 10.0, imnn.get_α(10.0, 0.1)).Λ
@@ -139,7 +146,8 @@ def test_aggregated_fit_matches_in_memory_fit(x64):
     np.testing.assert_allclose(b.history["detF"], a.history["detF"], rtol=1e-10)
     # Whole-vector comparison: the last bias has a zero gradient up to rounding,
     # which Adam turns into steps of rounding size.
-    assert np.linalg.norm(flat(b.final_w) - flat(a.final_w)) <= 1e-9 * np.linalg.norm(flat(a.final_w))
+    difference = np.linalg.norm(flat(b.final_w) - flat(a.final_w))
+    assert difference <= 1e-9 * np.linalg.norm(flat(a.final_w))
 
 
 @pytest.mark.parametrize("n_devices, n_per_device, quantity", [
@@ -172,3 +180,88 @@ def test_bad_devices_and_host_are_rejected():
         imnn.AggregatedSimulatorIMNN(*args, "cpu", jax.devices()[:1], 4)
     with pytest.raises(ValueError, match="n_per_device"):
         imnn.AggregatedSimulatorIMNN(*args, jax.devices()[0], jax.devices()[:1], 0)
+
+
+# --- what pass 1 keeps for pass 2 (memory_budget) -----------------------------------------
+
+@functools.lru_cache
+def reference_gradient(kind):
+    """``full_batch_gradient`` of ``build(kind)``, compiled, in float64 (once per module)."""
+    with jax.enable_x64(True):
+        data(kind)
+        model = build(kind)
+        return flat(jax.jit(lambda: full_batch_gradient(model, kind))())
+
+
+def _simulation_bytes(n_devices, n_s=N_S, n_d=N_D):
+    """Per device: the simulations (10 draws) of both streams and the θ-tangents (p = 2)
+    of the n_d with derivatives, in float64."""
+    return ((n_d * (1 + 2) + (n_s - n_d)) * 10 * 8) // n_devices
+
+
+def aggregated_simulator(devices, n_per_device, memory_budget):
+    return imnn.AggregatedSimulatorIMNN(
+        N_S, N_D, 2, 2, INPUT_SHAPE, θ_FID, mlp(16, 2, imnn.nn.Tanh), optax.adam(1e-3),
+        jax.random.PRNGKey(0), simulator, jax.devices()[0], devices, n_per_device,
+        memory_budget=memory_budget)
+
+
+def kept_after_tracing(model):
+    """Trace (not compile or run) one gradient of the model; what each stream kept."""
+    data = model.source.data(model.runtime, jax.random.PRNGKey(5))
+    jax.eval_shape(lambda w: imnn.fitting.loss_and_gradient(
+        model.executor, w, model.source.training_streams(data, 0), model.source.sizes, 10.0,
+        imnn.get_α(10.0, 0.1)), model.w)
+    return model.executor.kept
+
+
+@pytest.mark.parametrize("n_devices, n_per_device", [(1, 4), (2, 6), (4, 3)])
+def test_kept_simulations_give_the_full_batch_gradient(n_devices, n_per_device, x64):
+    reference = reference_gradient("simulator")
+    devices = jax.devices()[:n_devices]
+    # A budget of exactly the simulations: both streams keep them (several batches each).
+    model = aggregated_simulator(devices, n_per_device, _simulation_bytes(n_devices))
+    kept = flat(model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
+    assert model.executor.kept == {"main": "simulations", "remaining": "simulations"}
+    assert np.linalg.norm(kept - reference) <= 1e-10 * np.linalg.norm(reference)
+    if n_devices == 2:  # and the same as re-simulating every batch in pass 2
+        model = aggregated_simulator(devices, n_per_device, 0)
+        resimulated = flat(model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
+        assert model.executor.kept == {"main": "nothing", "remaining": "nothing"}
+        assert np.linalg.norm(kept - resimulated) <= 1e-10 * np.linalg.norm(resimulated)
+
+
+def test_a_budget_below_the_simulations_falls_back_to_resimulating(x64):
+    main = N_D * (1 + 2) * 10 * 8  # one device: (d, ∂d/∂θ) of the n_d, in bytes
+    remaining = (N_S - N_D) * 10 * 8
+    for budget, kept in [
+            (None, {"main": "everything", "remaining": "everything"}),
+            (main + remaining, {"main": "simulations", "remaining": "simulations"}),
+            (main + remaining - 1, {"main": "simulations", "remaining": "nothing"}),
+            (main - 1, {"main": "nothing", "remaining": "simulations"}),
+            (remaining - 1, {"main": "nothing", "remaining": "nothing"}),
+            (0, {"main": "nothing", "remaining": "nothing"})]:
+        model = aggregated_simulator(jax.devices()[:1], 4, budget)
+        assert model.memory_budget == (imnn.backends.jax.execution.DEFAULT_MEMORY_BUDGET
+                                       if budget is None else budget)
+        assert kept_after_tracing(model) == kept, budget
+
+
+def test_gradient_classes_keep_everything_or_nothing(x64):
+    reference = reference_gradient("exact")
+    fid, der = data("exact")
+    for budget, kept in [(None, "everything"), (0, "nothing")]:
+        model = imnn.AggregatedGradientIMNN(
+            N_S, N_D, 2, 2, INPUT_SHAPE, θ_FID, mlp(16, 2, imnn.nn.Tanh), optax.adam(1e-3),
+            jax.random.PRNGKey(0), fid, der, jax.devices()[0], jax.devices()[:2], 4,
+            memory_budget=budget)
+        grads = flat(model.loss_and_gradient(10.0, 0.1)[1])
+        assert model.executor.kept == {"main": kept, "remaining": kept}
+        assert np.linalg.norm(grads - reference) <= 1e-10 * np.linalg.norm(reference), kept
+
+
+@pytest.mark.parametrize("budget, error", [(-1, ValueError), (1.5, TypeError),
+                                           ("1GiB", TypeError)])
+def test_bad_memory_budget_is_rejected(budget, error):
+    with pytest.raises(error, match="memory_budget"):
+        aggregated_simulator(jax.devices()[:1], 4, budget)

@@ -5,12 +5,17 @@ devices (``NamedSharding``, axis "sims") the batch axis is sharded, so n_batches
 counts batches per device. With one batch per device the pass-1 ``jax.vjp``
 (through ``shard_map`` over a mesh) keeps its residuals and pass 2 reuses them:
 the cost of a plain value_and_grad, and the memory of one batch per device,
-which pass 2 would hold anyway. With several, inside ``shard_map`` every device
-maps over its own batches in pass 1, then recomputes them one at a time in
-pass 2, accumulating one VJP per batch before a single ``psum``.
+which pass 2 would hold anyway. With several, pass 1 keeps for pass 2 what a
+memory budget per device allows (``JaxExecutor.keep_within``): the residuals of
+all of a device's batches (which then run as one, as in memory), or only the
+simulations and their θ-tangents (simulator classes), or nothing; inside
+``shard_map`` each device then recomputes what was not kept one batch at a time
+in pass 2 (``jax.checkpoint`` in a ``lax.map``, whose VJP accumulates the
+batches' weight cotangents) before a single sum over devices.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
@@ -18,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from imnn.contracts import Summaries
+from imnn.contracts import Exact, Summaries, ThroughSimulator
 from imnn.fitting import fit_step_and_keep_going, keep_going, run_loop
 
 from . import summaries as S
@@ -49,17 +54,6 @@ def _map_batches(f, batches):
     return lax.map(f, batches)
 
 
-def _sum_batches(f, batches, zeros):
-    """Σ f(batch) over batches; one batch at a time."""
-    if tree_util.tree_leaves(batches)[0].shape[0] == 1:
-        return f(tree_util.tree_map(lambda a: a[0], batches))
-
-    def accumulate(total, batch):
-        return tree_util.tree_map(jnp.add, total, f(batch)), None
-
-    return lax.scan(accumulate, zeros, batches)[0]
-
-
 class JaxExecutor:
     """Pass 1 and pass 2 of a stream on JAX (see module docstring)."""
 
@@ -70,6 +64,9 @@ class JaxExecutor:
         in_loops = getattr(network.apply, "in_cpu_loops", None)
         self.loop_network = (network._replace(apply=in_loops)
                              if in_loops is not None and self.platform == "cpu" else network)
+        # What pass 1 keeps for pass 2 (see keep_within): the budget in bytes per
+        # device, the training streams' sizes, and {stream name: what it keeps}.
+        self.memory_budget, self.sizes, self.kept, self._plans = DEFAULT_MEMORY_BUDGET, None, {}, {}
 
     def _network(self, batches):
         """The network for a loop over these batches (or a single call)."""
@@ -94,28 +91,172 @@ class JaxExecutor:
         return shard_batches(self.mesh, _flatten_batches(
             self._sharded(local, P(None, AXIS))(w, inputs)), P())
 
+    # --- the aggregated gradient: what pass 1 keeps for pass 2 ----------------------
+
+    def keep_within(self, memory_budget: int | None, sizes: dict) -> int:
+        """Let pass 1 keep work for pass 2 within ``memory_budget`` bytes per
+        device (None: ``DEFAULT_MEMORY_BUDGET``) for streams of these ``sizes``
+        ({stream name: simulations}). Returns the budget in bytes.
+
+        Which work each stream keeps is planned at the first gradient (it
+        depends on the batch size and dtype) and recorded in ``self.kept``
+        ({stream name: "everything" | "simulations" | "nothing"}), see ``_plan``.
+        """
+        self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+        self.sizes = dict(sizes)
+        self._plans = {}
+        return self.memory_budget
+
     def summaries_and_pullback(self, w, inputs, with_derivative):
+        """Pass 1 of a stream, and pass 2 as a function of its cotangents.
+
+        With several batches per device, what pass 2 recomputes depends on the
+        plan (``keep_within``): "everything" runs the device's batches as one
+        (pass 1's residuals kept, as in memory), "simulations" keeps the
+        simulator's output and θ-tangents of every batch and recomputes the
+        network one batch at a time, "nothing" recomputes simulation and network.
+        """
         n_batches = tree_util.tree_leaves(inputs)[0].shape[0]
-        if n_batches == 1:  # one batch per device: keep pass 1's residuals for pass 2
-            # (over a mesh, the transpose of shard_map sums the devices' weight cotangents)
-            out, pullback = jax.vjp(lambda w: self.summaries(w, inputs, with_derivative), w)
-            return out, lambda cotangents: pullback(cotangents)[0]
+        keep = KEEP_ALL if n_batches == 1 else self._keeps(w, inputs, with_derivative)
+        if keep == KEEP_SIMULATIONS:
+            # w-independent: simulated once in pass 1, outside the VJP, and kept.
+            inputs = self._map_sharded(
+                lambda batch: S.simulate(self.kind, batch, with_derivative), inputs)
+            kind, checkpointed = Exact(len(self.kind.θ_fid)), True
+        else:
+            kind, checkpointed = self.kind, keep == KEEP_NOTHING
 
-        def pass_two(cotangents: Summaries):
-            def local(w, batched):
-                network = self._network(batched[0])
-                total = _sum_batches(
-                    lambda batch: S.batch_weight_gradient(network, w, self.kind, batch[0],
-                                                          with_derivative, batch[1]),
-                    batched, tree_util.tree_map(jnp.zeros_like, w))
-                return total if self.mesh is None else lax.psum(total, AXIS)
+        def local(w, inputs):
+            if keep == KEEP_ALL:  # the device's batches as one batch
+                one = S.batch_summaries(self.network, w, kind, _flatten_batches(inputs),
+                                        with_derivative)
+                return _as_batches(one, inputs)
 
-            batched = (inputs, _as_batches(cotangents, inputs))
+            def summaries(w, batch):
+                return S.batch_summaries(self.loop_network, w, kind, batch, with_derivative)
+
+            if checkpointed:  # pass 2 recomputes each batch before its backward pass
+                summaries = jax.checkpoint(summaries, prevent_cse=False,
+                                           policy=jax.checkpoint_policies.nothing_saveable)
+            return lax.map(lambda batch: summaries(w, batch), inputs)
+
+        def pass_one(w):
             if self.mesh is None:
-                return local(w, batched)
-            return self._sharded(local, P())(w, batched)
+                return _flatten_batches(local(w, inputs))
+            # Over a mesh, the transpose of shard_map sums the devices' weight cotangents.
+            return shard_batches(self.mesh, _flatten_batches(
+                self._sharded(local, P(None, AXIS))(w, inputs)), P())
 
-        return self.summaries(w, inputs, with_derivative), pass_two
+        out, pullback = jax.vjp(pass_one, w)
+        return out, lambda cotangents: pullback(cotangents)[0]
+
+    def _map_sharded(self, f, inputs):
+        """[f(batch) for batch in inputs] on the devices holding them; (n_batches, batch, ...)."""
+        def local(_, inputs):
+            return lax.map(f, inputs)
+
+        if self.mesh is None:
+            return local(None, inputs)
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(None, AXIS)),
+                             out_specs=P(None, AXIS), check_vma=False)(jnp.zeros(()), inputs)
+
+    def _keeps(self, w, inputs, with_derivative) -> str:
+        """What pass 1 keeps of this stream, from the plan."""
+        if self.sizes is None:  # not told the streams (keep_within): recompute
+            return KEEP_NOTHING
+        leaves = tree_util.tree_leaves(inputs)
+        n_per_device = leaves[0].shape[1] // self._n_devices
+        plan = self._plan(w, n_per_device, self.backend.dtype)
+        n = leaves[0].shape[0] * leaves[0].shape[1]
+        return plan[(n, bool(with_derivative))]
+
+    @property
+    def _n_devices(self):
+        return 1 if self.mesh is None else self.mesh.devices.size
+
+    def _plan(self, w, n_per_device, dtype) -> dict:
+        """Greedy, streams with θ-derivatives first: each stream keeps the most
+        of pass 1 that fits what is left of the budget, per device:
+
+        - "everything": the residuals of the device's whole stream at once
+          (measured by abstract evaluation of its VJP, less what recomputing
+          needs anyway: the inputs and weights), counted twice for the backward
+          pass's cotangents of the whole stream;
+        - "simulations" (simulator classes): the simulations and θ-tangents;
+        - "nothing".
+
+        Streams of the same size and derivative flag (finite differences with
+        n_s = 2·p·n_d) share one choice: the caller cannot tell them apart.
+        Records {stream name: choice} in ``self.kept``.
+        """
+        cached = self._plans.get((n_per_device, dtype))
+        if cached is not None:
+            self.kept = cached[1]
+            return cached[0]
+        groups = {}
+        for name in sorted(self.sizes, key=lambda k: k not in self.kind.derivative_streams):
+            n = self.sizes[name]
+            if n:
+                groups.setdefault((n, name in self.kind.derivative_streams), []).append(name)
+        left, plan, kept = self.memory_budget, {}, {}
+        for (n, with_derivative), names in groups.items():
+            n_batches = n // (self._n_devices * n_per_device)
+            keep = KEEP_ALL if n_batches == 1 else KEEP_NOTHING
+            if n_batches > 1:
+                inputs = self._abstract_inputs(n_batches, n_per_device, dtype, with_derivative)
+                for option, cost in self._options(w, inputs, with_derivative):
+                    if len(names) * cost <= left:
+                        keep, left = option, left - len(names) * cost
+                        break
+            plan[(n, with_derivative)] = keep
+            kept.update(dict.fromkeys(names, keep))
+        self._plans[(n_per_device, dtype)] = (plan, kept)
+        self.kept = kept
+        return plan
+
+    def _abstract_inputs(self, n_batches, n_per_device, dtype, with_derivative):
+        """One device's stream inputs (n_batches, n_per_device, ...), as shapes."""
+        lead = (n_batches, n_per_device)
+        if isinstance(self.kind, ThroughSimulator):
+            return jax.ShapeDtypeStruct(lead + (2,), jnp.uint32)
+        d = jax.ShapeDtypeStruct(lead + tuple(self.network.input_shape), dtype)
+        if isinstance(self.kind, Exact) and with_derivative:
+            return d, jax.ShapeDtypeStruct(d.shape + (self.kind.n_params,), dtype)
+        return d
+
+    def _options(self, w, inputs, with_derivative):
+        """(choice, bytes per device kept beyond the inputs), best first."""
+        w = tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), w)
+
+        def residuals(summaries, x):
+            pullback = jax.eval_shape(lambda w, x: jax.vjp(lambda w: summaries(w, x), w)[1],
+                                      w, x)
+            return _nbytes(pullback)
+
+        def one_batch(w, x):
+            return S.batch_summaries(self.network, w, self.kind, x, with_derivative)
+
+        whole = tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct((a.shape[0] * a.shape[1],) + a.shape[2:], a.dtype),
+            inputs)
+        recompute = jax.checkpoint(one_batch, policy=jax.checkpoint_policies.nothing_saveable)
+        # Kept whole, a stream is also differentiated whole: its backward pass holds
+        # cotangents of about the residuals' size while it runs, so count them twice.
+        options = [(KEEP_ALL, 2 * (residuals(one_batch, whole) - residuals(recompute, whole)))]
+        if isinstance(self.kind, ThroughSimulator):
+            simulations = jax.eval_shape(
+                lambda keys: S.simulate(self.kind, keys, with_derivative), whole)
+            options.append((KEEP_SIMULATIONS, _nbytes(simulations)))
+        return options
+
+
+def _nbytes(tree) -> int:
+    return sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize
+               for a in tree_util.tree_leaves(tree))
+
+
+KEEP_ALL, KEEP_SIMULATIONS, KEEP_NOTHING = "everything", "simulations", "nothing"
+DEFAULT_MEMORY_BUDGET = 2 ** 30  # bytes per device that pass 1 may keep for pass 2
 
 
 def shard_batches(mesh: Mesh | None, tree, spec=P(None, AXIS)):

@@ -39,6 +39,25 @@ def batch_summaries(network, w, kind, inputs, with_derivative) -> Summaries:
     return Summaries(x, dx_dθ)
 
 
+def simulate(kind: ThroughSimulator, keys, with_derivative):
+    """The simulations of a batch of keys (b, 2) at θ_fid, as the inputs of an
+    ``Exact`` stream: d (b,)+input_shape, and with derivatives the pair
+    (d, ∂d/∂θ (b,)+input_shape+(p,)) by forward mode. The network's chain rule
+    on these gives the summaries of ``batch_summaries`` with ``kind``: the same
+    primitives in the same order, the simulator's part done once."""
+    θ = jnp.asarray(kind.θ_fid)
+
+    def one(key):
+        def simulation(θ):
+            return kind.simulator(key, θ)
+
+        if not with_derivative:
+            return simulation(θ)
+        return _value_and_tangents(simulation, θ, jnp.eye(θ.shape[0], dtype=θ.dtype))
+
+    return jax.vmap(one)(keys)
+
+
 def batch_weight_gradient(network, w, kind, inputs, with_derivative, cotangents):
     _, pullback = jax.vjp(lambda w: batch_summaries(network, w, kind, inputs, with_derivative), w)
     return pullback(cotangents)[0]
