@@ -168,7 +168,7 @@ class _IMNN:
         self._report_nan()
         self.w = self.best_w if best else self.final_w
         # Simulator classes: fresh simulations from a key the fit did not use.
-        key = None if rng is None else np.asarray(jax.random.split(as_raw_key(rng))[0])
+        key = None if rng is None else np.asarray(jax.random.split(as_raw_key(rng)))[0]
         self.set_F_statistics(self.w, key)
         return self
 
