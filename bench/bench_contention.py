@@ -144,9 +144,14 @@ def start_worker(variant, before):
 
 
 def start_load(n_processes, seconds):
-    """Busy-looping processes that end by themselves after ``seconds``."""
+    """Busy-looping processes that end by themselves after ``seconds``. Each in a
+    session of its own, like other users' jobs: with the kernel's autogroup
+    scheduling (``/proc/sys/kernel/sched_autogroup_enabled``), processes of one
+    session share one slice of the CPUs, so a load started in the benchmark's
+    own session would only compete with the benchmark."""
     code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
-    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n_processes)]
+    return [subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+            for _ in range(n_processes)]
 
 
 def stop(processes):
@@ -158,6 +163,14 @@ def stop(processes):
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def _autogroup():
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return "on" if f.read().strip() == "1" else "off"
+    except OSError:
+        return "unknown"
 
 
 def main(argv=None):
@@ -206,7 +219,8 @@ def main(argv=None):
         stop(list(workers.values()))
     n = args.iterations
     print(f"# GradientIMNN mean/variance, n_s = n_d = {N}, {n} iterations per timing, "
-          f"median of {args.rounds} rounds; {os.cpu_count()} cores")
+          f"median of {args.rounds} rounds; {os.cpu_count()} cores; "
+          f"kernel autogroup scheduling: {_autogroup()}")
     for loaded in (False, True):
         extra = (f"+{args.load_per_core * os.cpu_count()} busy processes"
                  if loaded else "no extra load")

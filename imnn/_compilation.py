@@ -78,18 +78,15 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
 
 
 # --- compiler options of imnn's programs ------------------------------------------------
-# Measured on imnn's fit programs on a CPU (docs/performance/compilation.md,
-# bench/bench_compile.py):
-# - xla_backend_optimization_level 2 (LLVM -O2 instead of -O3): the threefry
-#   random bits of every simulator-based program took 1.4-1.7 CPU s to compile
-#   at -O3 and 0.3 s at -O2; the fit step runs no slower (its time is in the
-#   matrix products, library calls either way).
-# - xla_cpu_use_fusion_emitters off: XLA's classic loop emitters instead of the
-#   newer MLIR fusion emitters compile the few hundred small fusions of a fit
-#   step (Adam on every weight, the loss on s×s matrices, the early-stopping
-#   selects) in about two thirds of the CPU time, and run them no slower.
-# XLA versions that do not know an option get XLA's defaults.
-CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 2}
+# xla_backend_optimization_level 2 (LLVM -O2 instead of -O3), measured on imnn's
+# fit programs on a CPU (docs/performance/compilation.md, bench/bench_compile.py):
+# the threefry random bits of every simulator-based program took 1.4-1.7 CPU s
+# to compile at -O3 and 0.3 s at -O2, and no fit step ran slower (their time is
+# in matrix products, library calls either way). XLA's classic loop emitters
+# (xla_cpu_use_fusion_emitters off) compiled a dense fit step in two thirds of
+# the time too, but ran the aggregated finite-difference step 3x slower: not used.
+# An XLA that does not know an option gets its defaults.
+CPU_OPTIONS = {"xla_backend_optimization_level": 2}
 _supported: dict[str, bool] = {}
 
 

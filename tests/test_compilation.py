@@ -90,8 +90,7 @@ def test_cpu_compiler_options_are_in_effect():
     assert compiler_options("cpu") == CPU_OPTIONS
     assert compiler_options("gpu") is None
     model = _gradient_imnn(n=20)
-    model.fit(10.0, 0.1, max_iterations=1)
-    run = model._runner
+    run = model.runtime.make_runner(model.problem)
     carry = imnn.fitting.Carry(model.final_w, model.state, imnn.fitting.Stopping(
         model.runtime.replicate(np.float32(-np.inf)), model.best_w,
         model.runtime.replicate(np.int32(0))))

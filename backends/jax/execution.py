@@ -212,7 +212,7 @@ def _device_runner(problem):
     # Jitted on its own so that the while loop's body reuses the trace made for
     # the records' shapes (jit caches a trace per argument types): the step is
     # traced once, not twice. XLA inlines it into the loop.
-    step = jax.jit(partial(fit_step_and_keep_going, problem))
+    step = jax.jit(partial(fit_step_and_keep_going, problem), inline=True)
 
     def chunk(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
         # Every scalar as a strongly typed array: the types of the first trace
