@@ -162,8 +162,8 @@ def make_runner(problem, loop=None):
     - None (default): "host" for a network with convolutions on a CPU, else "device".
 
     The programs are compiled with ``imnn._compilation.compiler_options()``
-    (on a CPU: XLA's classic loop emitters, which compile faster and do not
-    spread one small operation over threads; docs/performance/compilation.md).
+    (on a CPU: LLVM -O2, which compiles the random bits of simulator fits
+    several times faster; docs/performance/compilation.md).
     ``run.compiled`` is the jitted function (the step or the whole run), for
     checks that it compiled once.
     """
@@ -211,7 +211,7 @@ def _host_runner(problem):
 def _device_runner(problem):
     # Jitted on its own so that the while loop's body reuses the trace made for
     # the records' shapes (jit caches a trace per argument types): the step is
-    # traced once, not twice. XLA inlines it into the loop.
+    # traced once, not twice. inline=True: its equations go straight into the loop.
     step = jax.jit(partial(fit_step_and_keep_going, problem), inline=True)
 
     def chunk(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
