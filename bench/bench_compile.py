@@ -198,7 +198,7 @@ def cache_table(classes, rounds):
           f"median of {rounds} round(s); 1-min load average {min(loads):.1f}-{max(loads):.1f} "
           f"on {os.cpu_count()} cores")
     print("| class | no cache: wall s | CPU s | cold cache: wall s | CPU s | warm cache: wall s "
-          "| CPU s | warm programs compiled |")
+          "| CPU s | warm: programs loaded |")
     print("|---|---|---|---|---|---|---|---|")
     for name in classes:
         cells = [name]
