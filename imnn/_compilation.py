@@ -75,3 +75,51 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     except (ImportError, AttributeError):
         pass
     return folder
+
+
+# --- compiler options of imnn's programs ------------------------------------------------
+# xla_backend_optimization_level 2 (LLVM -O2 instead of -O3), measured on imnn's
+# fit programs on a CPU (docs/performance/compilation.md, bench/bench_compile.py):
+# the threefry random bits of every simulator-based program took 1.4-1.7 CPU s
+# to compile at -O3 and 0.3 s at -O2, and no fit step ran slower (their time is
+# in matrix products, library calls either way). XLA's classic loop emitters
+# (xla_cpu_use_fusion_emitters off) compiled a dense fit step in two thirds of
+# the time too, but ran the aggregated finite-difference step 3x slower: not used.
+# An XLA that does not know an option gets its defaults.
+CPU_OPTIONS = {"xla_backend_optimization_level": 2}
+_supported: dict[str, bool] = {}
+
+
+def compiler_options(platform: str | None = None) -> dict | None:
+    """XLA compiler options for imnn's compiled programs on ``platform``.
+
+    Args:
+        platform: ``"cpu"``, ``"gpu"``, ...; ``None``: JAX's default backend.
+
+    Returns:
+        A dict for ``jax.jit(..., compiler_options=...)``, or ``None`` where
+        imnn changes nothing (accelerators, or an XLA without the options, or
+        ``IMNN_XLA_DEFAULTS=1`` in the environment).
+    """
+    import jax
+
+    if os.environ.get("IMNN_XLA_DEFAULTS", "").strip().lower() not in _OFF:
+        return None
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        return None
+    if platform not in _supported:
+        _supported[platform] = _accepted(CPU_OPTIONS)
+    return dict(CPU_OPTIONS) if _supported[platform] else None
+
+
+def _accepted(options: dict) -> bool:
+    """Whether this XLA knows every option (an unknown one fails the compile)."""
+    import jax
+    import numpy as np
+
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+    except Exception:  # noqa: BLE001 - any failure means: leave XLA's defaults
+        return False
+    return True

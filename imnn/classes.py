@@ -332,7 +332,7 @@ class _IMNN:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
         self._report_nan(skipped)
         # Simulator classes: fresh simulations from a key the fit did not use.
-        key = None if rng is None else np.asarray(jax.random.split(rng)[0])
+        key = None if rng is None else np.asarray(jax.random.split(rng))[0]
         self.set_F_statistics(self.w, key)
         return self
 

@@ -8,7 +8,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from . import statistics, summaries
-from .execution import CHUNK, JaxExecutor, make_runner, shard_batches
+from .execution import CHUNK, JaxExecutor, jit, make_runner, shard_batches
 from .network import network as _network
 
 
@@ -18,7 +18,6 @@ class JaxBackend:
 
     name = "jax"
     chunk = CHUNK
-    fisher_statistics = staticmethod(statistics.fisher_statistics)
     loss = staticmethod(statistics.loss)
     loss_and_cotangents = staticmethod(statistics.loss_and_cotangents)
     batch_summaries = staticmethod(summaries.batch_summaries)
@@ -30,16 +29,32 @@ class JaxBackend:
 
     def __init__(self, devices=None):
         self.mesh = None if devices is None else Mesh(np.asarray(devices), ("sims",))
+        self._fisher_statistics = None
+
+    @property
+    def platform(self) -> str:
+        """The platform ("cpu", "gpu", ...) of the devices this backend runs on."""
+        return (jax.default_backend() if self.mesh is None
+                else self.mesh.devices.flat[0].platform)
+
+    def fisher_statistics(self, x, dx_dθ) -> statistics.FisherStatistics:
+        """``statistics.fisher_statistics`` as one compiled program (run op by op
+        it would compile each of its dozen operations on first use)."""
+        if self._fisher_statistics is None:
+            self._fisher_statistics = self.compile(statistics.fisher_statistics)
+        return self._fisher_statistics(x, dx_dθ)
 
     @property
     def dtype(self):
         return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
     def asarray(self, array):
+        # Cast on the host and transfer: jnp.asarray of a NumPy array (or a cast
+        # of a device array) compiles a small program per shape and dtype.
         array = np.asarray(array)
         if np.issubdtype(array.dtype, np.floating):
-            return jnp.asarray(array, self.dtype)
-        return jnp.asarray(array)
+            array = array.astype(self.dtype, copy=False)
+        return jax.device_put(array)
 
     def network(self, model, input_shape):
         return _network(model, input_shape, self.dtype)
@@ -66,7 +81,8 @@ class JaxBackend:
         return shard_batches(self.mesh, jax.tree_util.tree_map(host_or_device, tree))
 
     def compile(self, function):
-        return jax.jit(function)
+        """``jax.jit`` with imnn's compiler options for this backend's platform."""
+        return jit(function, self.platform)
 
 
 __all__ = ["JaxBackend"]

@@ -20,9 +20,11 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from imnn._compilation import compiler_options
 from imnn.contracts import Exact, Summaries, ThroughSimulator
 from imnn.fitting import fit_step_and_keep_going, keep_going, run_loop
 
@@ -283,10 +285,12 @@ def make_runner(problem, loop=None):
     """A function running up to n_steps (≤ CHUNK) iterations of ``fit_step``.
 
     run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps)
-      -> (carry, records with a leading axis of the iterations run, iterations run)
+      -> (carry, records with a leading axis of the iterations run, as NumPy
+          arrays, iterations run)
 
     Every argument of the step is traced, so it compiles once whatever the
-    progress-bar rate or iteration budget. ``loop`` says where the iterations loop:
+    progress-bar rate, iteration budget, λ, ε or patience: one XLA program for
+    every later fit of the same object. ``loop`` says where the iterations loop:
 
     - "device": the whole run is one compiled ``lax.while_loop`` that stops on the
       device when early stopping says so; the host sees one call and one
@@ -297,6 +301,12 @@ def make_runner(problem, loop=None):
       their fast forms only outside loop bodies (jax-ml/jax#12868): inside one the
       weight gradient of a convolutional network ran 7-16× slower.
     - None (default): "host" for a network with convolutions on a CPU, else "device".
+
+    The programs are compiled with ``imnn._compilation.compiler_options()``
+    (on a CPU: LLVM -O2, which compiles the random bits of simulator fits
+    several times faster; docs/performance/compilation.md).
+    ``run.compiled`` is the jitted function (the step or the whole run), for
+    checks that it compiled once.
     """
     if loop is None:
         loop = "host" if _convolutions_on_cpu(problem) else "device"
@@ -307,24 +317,55 @@ def make_runner(problem, loop=None):
     return runner
 
 
+def jit(function, platform=None):
+    """``jax.jit`` with imnn's compiler options for ``platform`` (default: JAX's
+    default backend)."""
+    return jax.jit(function, compiler_options=compiler_options(platform))
+
+
+def _platform(problem):
+    return getattr(problem.executor, "platform", None)
+
+
+def _host_records(records, n):
+    # Read back once and cut on the host: slicing device arrays to a length n
+    # would compile one small program per distinct n.
+    return tree_util.tree_map(lambda r: np.asarray(r)[:n], jax.device_get(records))
+
+
 def _host_runner(problem):
-    step = jax.jit(partial(fit_step_and_keep_going, problem))
+    step = jit(partial(fit_step_and_keep_going, problem), _platform(problem))
 
     def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
         carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations, patience,
                                      max_iterations, start, n_steps, step)
-        stacked = tree_util.tree_map(lambda *r: jnp.stack(r), *records) if n else None
-        return carry, stacked, n
+        if not n:
+            return carry, None, n
+        records = jax.device_get(records)
+        return carry, tree_util.tree_map(lambda *r: np.stack(r), *records), n
 
-    run._cache_size = step._cache_size  # compile-once checks look here
+    run.compiled = step
+    run._cache_size = step._cache_size
     return run
 
 
 def _device_runner(problem):
-    step = partial(fit_step_and_keep_going, problem)
+    # Jitted on its own so that the while loop's body reuses the trace made for
+    # the records' shapes (jit caches a trace per argument types): the step is
+    # traced once, not twice. inline=True: its equations go straight into the loop.
+    step = jax.jit(partial(fit_step_and_keep_going, problem), inline=True)
 
-    @jax.jit
     def chunk(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
+        # Every scalar as a strongly typed array: the types of the first trace
+        # are those of the loop body's calls, so the second call hits the cache.
+        start, min_iterations, patience, max_iterations, n_steps = (
+            jnp.asarray(a, jnp.int32)
+            for a in (start, min_iterations, patience, max_iterations, n_steps))
+        dtype = jnp.result_type(float)
+        λ, α = jnp.asarray(λ, dtype), jnp.asarray(α, dtype)
+        shapes = jax.eval_shape(step, carry, start, data, λ, α, min_iterations, patience,
+                                max_iterations)[1]
+
         def one(state):
             carry, records, k, _ = state
             carry, record, going = step(carry, start + k, data, λ, α, min_iterations,
@@ -332,23 +373,24 @@ def _device_runner(problem):
             records = tree_util.tree_map(lambda buffer, r: buffer.at[k].set(r), records, record)
             return carry, records, k + 1, going
 
-        shapes = jax.eval_shape(lambda c: step(c, start, data, λ, α, min_iterations, patience,
-                                               max_iterations)[1], carry)
         records = tree_util.tree_map(lambda s: jnp.zeros((CHUNK,) + s.shape, s.dtype), shapes)
         going = keep_going(carry.stopping, start, patience, max_iterations)
         carry, records, n, _ = lax.while_loop(lambda state: state[3] & (state[2] < n_steps),
                                               one, (carry, records, jnp.int32(0), going))
         return carry, records, n
 
+    compiled = jit(chunk, _platform(problem))
+
     def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
         if not 0 < n_steps <= CHUNK:
             raise ValueError(f"n_steps must be in 1..{CHUNK}, got {n_steps}")
-        carry, records, n = chunk(carry, data, λ, α, min_iterations, patience,
-                                  max_iterations, start, n_steps)
+        carry, records, n = compiled(carry, data, λ, α, min_iterations, patience,
+                                     max_iterations, start, n_steps)
         n = int(n)
-        return carry, tree_util.tree_map(lambda r: r[:n], records) if n else None, n
+        return carry, _host_records(records, n) if n else None, n
 
-    run._cache_size = chunk._cache_size
+    run.compiled = compiled
+    run._cache_size = compiled._cache_size
     return run
 
 
