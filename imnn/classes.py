@@ -16,14 +16,28 @@ import jax
 import numpy as np
 from jax import tree_util
 
-from . import nn as _nn
 from .contracts import Exact, FiniteDifference, PerturbedSummaries, Summaries, ThroughSimulator
-from .fitting import (Carry, Problem, Stopping, get_α, loss_and_gradient, stream_summaries,
-                      summaries_of, weight_gradient)
+from .fitting import (
+    Carry,
+    Problem,
+    Stopping,
+    get_α,
+    loss_and_gradient,
+    stream_summaries,
+    summaries_of,
+    weight_gradient,
+)
 from .optimisers import LegacyState, as_optimiser
 from .runtime import make_backend
-from .sources import (ArraySource, Layout, SimulatorSource, as_raw_key, check_array,
-                      out_of_range, simulation_keys)
+from .sources import (
+    ArraySource,
+    Layout,
+    SimulatorSource,
+    as_raw_key,
+    check_array,
+    out_of_range,
+    simulation_keys,
+)
 
 ON_NAN = ("stop", "raise", "warn")
 

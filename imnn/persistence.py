@@ -38,8 +38,14 @@ import jax
 import numpy as np
 from jax import tree_util
 
-from ._archive import (DamagedFileError, leftover_temporaries, read_archive,
-                       remove_leftover_temporaries, write_archive, write_atomically)
+from ._archive import (
+    DamagedFileError,
+    leftover_temporaries,
+    read_archive,
+    remove_leftover_temporaries,
+    write_archive,
+    write_atomically,
+)
 from ._leaves import dtype_of, first_difference, key_paths, like, unknown_path
 from ._manifest import check, history_keys, upgrade_v1
 from ._models import KINDS, model_kind

@@ -17,10 +17,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import exact_data
 
 import imnn
 from imnn import cli, persistence
+
+from conftest import exact_data
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("imnn")

@@ -12,12 +12,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import exact_data
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from imnn import cli
 from imnn.cli import _fit, _schema
+
+from conftest import exact_data
 
 pytestmark = pytest.mark.xdist_group("cli")
 

@@ -83,8 +83,8 @@ def test_fit_compiles_once_across_fits_and_statistics(compilations, kind):
 
 
 def test_cpu_compiler_options_are_in_effect():
-    """On a CPU imnn's programs are compiled with its options (LLVM -O2): asserted on the options the runner's program and the
-    backend's other programs are lowered with."""
+    """On a CPU imnn's programs are compiled with its options (LLVM -O2): asserted on the
+    options the runner's program and the backend's other programs are lowered with."""
     assert jax.default_backend() == "cpu"
     assert compiler_options("cpu") == CPU_OPTIONS
     assert compiler_options("gpu") is None

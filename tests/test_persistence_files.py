@@ -16,8 +16,7 @@ import jax
 import numpy as np
 import optax
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import imnn
 from imnn import _archive, persistence

@@ -1,7 +1,7 @@
 """TFRecords writer and parsers: record format, file layout, compatibility, errors."""
 import glob
-import re
 import os
+import re
 import subprocess
 import sys
 from functools import partial
