@@ -24,11 +24,12 @@ bench/conftest.py). Each timing round runs a fixed number of iterations (no
 early stopping) after a warm-up fit that compiles everything; in-memory rounds
 run interleaved with the aggregated ones (in the benchmark's ``setup``), so
 both see the same machine load, and both are taken as their fastest round.
-Run as a script, this file is one point of (b), of (e)'s memory, or of
-examples/gpu_aggregation.sh:
+Run as a script, this file is one point of (b), of (e)'s memory, the stage
+timings of one iteration, or one point of examples/gpu_aggregation.sh:
 
     python bench/bench_aggregation.py memory CLASS N_S
     python bench/bench_aggregation.py many CLASS DTYPE N_PER_DEVICE MEMORY_BUDGET
+    python bench/bench_aggregation.py stages CLASS DTYPE
     python bench/bench_aggregation.py field VARIANT N_S N N_PER_DEVICE ITERATIONS [TRIES]
 """
 import json
@@ -345,6 +346,66 @@ def many_batches_memory(cls, dtype, n_per_device, memory_budget):
             "xla_temp_MiB": round(compiled.memory_analysis().temp_size_in_bytes / 2 ** 20, 2)}
 
 
+def stages(cls, dtype, rounds=5, repeats=20):
+    """Process CPU ms of each stage of one iteration, in memory and aggregated on
+    one device with 5 to 40 batches and memory_budget=0 (and the default budget
+    at 20 batches): pass 1 of the training streams, both passes (the gradient),
+    the validation pass (array classes), and a fit iteration; each the fastest of
+    ``rounds`` interleaved rounds. Returns the Markdown table of
+    docs/performance/aggregation.md ("Where the time went")."""
+    jax.config.update("jax_enable_x64", dtype == "float64")
+    α = imnn.get_α(10.0, 0.1)
+    variants = {"in memory": (None, None)}
+    variants.update({f"{MANY_N_S // n} batches of {n}": (n, 0) for n in (200, 100, 50, 25)})
+    variants["20 batches of 50, default budget"] = (50, None)
+    fitters = {label: many_batches_build(cls, *v) for label, v in variants.items()}
+
+    def compiled(fitter):
+        ex, source = fitter.executor, fitter.source
+        data = fitter._data(jax.random.PRNGKey(2))
+        functions = {
+            "pass 1": lambda w, d: imnn.fitting.summaries_of(
+                ex, w, source.training_streams(d, 0), source.sizes),
+            "pass 1 + 2": lambda w, d: imnn.fitting.loss_and_gradient(
+                ex, w, source.training_streams(d, 0), source.sizes, 10.0, α)}
+        if fitter.validate:
+            functions["validation"] = lambda w, d: imnn.fitting.summaries_of(
+                ex, w, source.validation_streams(d), source.sizes)
+        return {name: jax.jit(f) for name, f in functions.items()}, data
+
+    def cpu_ms(f, *args):
+        jax.block_until_ready(f(*args))
+        start = time.process_time()
+        for _ in range(repeats):
+            jax.block_until_ready(f(*args))
+        return 1e3 * (time.process_time() - start) / repeats
+
+    stages = {label: compiled(fitter) for label, fitter in fitters.items()}
+    best = {label: {} for label in fitters}
+    for r in range(rounds):
+        for label, (functions, data) in stages.items():
+            for name, f in functions.items():
+                best[label][name] = min(best[label].get(name, math.inf),
+                                        cpu_ms(f, fitters[label].w, data))
+        for label, fitter in fitters.items():
+            if r == 0:
+                fitter.fit(10.0, 0.1, **fit_kwargs(MANY_ITERATIONS))  # compiles
+            start = time.process_time()
+            fitter.fit(10.0, 0.1, **fit_kwargs(MANY_ITERATIONS))
+            best[label]["fit iteration"] = min(
+                best[label].get("fit iteration", math.inf),
+                1e3 * (time.process_time() - start) / MANY_ITERATIONS)
+    names = list(best["in memory"])
+    lines = ["| configuration | kept | " + " | ".join(names) + " | fit ÷ in memory |",
+             "|---|---|" + "---|" * (len(names) + 1)]
+    for label, figures in best.items():
+        kept = ", ".join(fitters[label].executor.kept.values()) if label != "in memory" else "-"
+        ratio = figures["fit iteration"] / best["in memory"]["fit iteration"]
+        lines.append(f"| {label} | {kept} | " + " | ".join(f"{figures[n]:.2f}" for n in names)
+                     + f" | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
 # --- the 128×128 field on a GPU (examples/gpu_aggregation.sh) ---------------------------
 
 def field_point(variant, n_s, N, n_per_device, iterations, tries=2):
@@ -397,6 +458,9 @@ if __name__ == "__main__":
 
         print(json.dumps(many_batches_memory(sys.argv[2], sys.argv[3], number(sys.argv[4]),
                                              number(sys.argv[5]))))
+        sys.exit(0)
+    if sys.argv[1] == "stages":  # CLASS DTYPE
+        print(stages(sys.argv[2], sys.argv[3]))
         sys.exit(0)
     if sys.argv[1] == "field":  # VARIANT N_S N N_PER_DEVICE ITERATIONS [TRIES]
         print(json.dumps(field_point(sys.argv[2], *map(int, sys.argv[3:]))))
