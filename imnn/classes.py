@@ -8,6 +8,7 @@ abstract; the nine public classes are final.
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -580,11 +581,22 @@ class _IMNN:
         data, key = self._statistics_data(key, bool(validate) and self.validate,
                                           "set_F_statistics")
         outputs = self._statistics[bool(validate) and self.validate](self.w, data, key)
-        s = self.runtime.assemble(self.kind, outputs)
-        stats = self.runtime.fisher_statistics(s.x, s.dx_dθ)
+        stats = self._fisher_of_outputs(outputs)
         for name in ("F", "invF", "C", "invC", "μ", "dμ_dθ"):
             setattr(self, name, np.asarray(getattr(stats, name), np.float64))
         return self
+
+    @functools.cached_property
+    def _fisher_of_outputs(self):
+        """Per-stream summaries -> FisherStatistics, assembled and computed in one compiled
+        program (eagerly, the assembly alone compiled a program of its own)."""
+        runtime, kind = self.runtime, self.kind
+
+        def fisher(outputs):
+            s = runtime.assemble(kind, outputs)
+            return runtime.fisher_statistics(s.x, s.dx_dθ)
+
+        return runtime.compile(fisher)
 
     def get_gradient(self, dΛ_dx, w=None, key=None):
         """Pass 2 on its own: the weight gradient Σ_i dΛ/dx_i · ∂x_i/∂w (and the

@@ -39,7 +39,10 @@ class JaxBackend:
 
     def fisher_statistics(self, x, dx_dθ) -> statistics.FisherStatistics:
         """``statistics.fisher_statistics`` as one compiled program (run op by op
-        it would compile each of its dozen operations on first use)."""
+        it would compile each of its dozen operations on first use); inside a
+        compiled function, the plain function (compiler options go on the outer one)."""
+        if isinstance(x, jax.core.Tracer):
+            return statistics.fisher_statistics(x, dx_dθ)
         if self._fisher_statistics is None:
             self._fisher_statistics = self.compile(statistics.fisher_statistics)
         return self._fisher_statistics(x, dx_dθ)
