@@ -17,6 +17,7 @@ import numpy as np
 from jax import tree_util
 
 from . import nn as _nn
+from ._checks import positive_int
 from .contracts import Exact, FiniteDifference, PerturbedSummaries, Summaries, ThroughSimulator
 from .fitting import (Carry, Problem, Stopping, get_α, loss_and_gradient, stream_summaries,
                       summaries_of, weight_gradient)
@@ -26,15 +27,6 @@ from .sources import (ArraySource, Layout, SimulatorSource, as_raw_key, check_ar
                       out_of_range, simulation_keys)
 
 ON_NAN = ("stop", "raise", "warn")
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name} must be a {kind} integer, got {value}")
-    return int(value)
 
 
 def _check_sizes(n_s, n_params, n_summaries):
@@ -86,15 +78,15 @@ class _IMNN:
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, backend, devices=None):
-        self.n_s = _positive_int("n_s", n_s)
-        self.n_d = _positive_int("n_d", n_d)
+        self.n_s = positive_int("n_s", n_s)
+        self.n_d = positive_int("n_d", n_d)
         if self.n_d > self.n_s:
             raise ValueError(f"n_d = {n_d} must not exceed n_s = {n_s}: the derivative "
                              "simulations are the first n_d of the fiducial ones")
         if self.n_s < 2:
             raise ValueError(f"n_s must be at least 2 to estimate a covariance, got {n_s}")
-        self.n_params = _positive_int("n_params", n_params)
-        self.n_summaries = _positive_int("n_summaries", n_summaries)
+        self.n_params = positive_int("n_params", n_params)
+        self.n_summaries = positive_int("n_summaries", n_summaries)
         _check_sizes(self.n_s, self.n_params, self.n_summaries)
         if not isinstance(input_shape, (tuple, list)) or not all(
                 isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
@@ -247,11 +239,11 @@ class _IMNN:
         Ctrl-C stops the fit and keeps every finished iteration.
         """
         α = get_α(λ, ε)
-        patience = _positive_int("patience", patience)
-        min_iterations = _positive_int("min_iterations", min_iterations, minimum=0)
-        max_iterations = _positive_int("max_iterations", max_iterations)
+        patience = positive_int("patience", patience)
+        min_iterations = positive_int("min_iterations", min_iterations, minimum=0)
+        max_iterations = positive_int("max_iterations", max_iterations)
         if print_rate is not None:
-            print_rate = _positive_int("print_rate", print_rate)
+            print_rate = positive_int("print_rate", print_rate)
         for name, flag in (("best", best), ("resume", resume)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
@@ -794,7 +786,7 @@ def _aggregation(host, devices, n_per_device) -> tuple[Layout, list]:
     if not isinstance(host, jax.Device):
         raise TypeError(f"host must be a JAX device (e.g. jax.devices('cpu')[0]), got "
                         f"{type(host).__name__} {host!r}")
-    n_per_device = _positive_int("n_per_device", n_per_device)
+    n_per_device = positive_int("n_per_device", n_per_device)
     return Layout(len(devices) * n_per_device, len(devices), n_per_device), list(devices)
 
 

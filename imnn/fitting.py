@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from jax import tree_util
 
+from ._checks import positive_number
 from .contracts import LossParts, Summaries
 
 # --- the regularisation rate ---------------------------------------------------
@@ -24,7 +25,7 @@ def get_α(λ: float, ε: float) -> float:
 
     Chosen so that at Λ2 = ε the regularisation strength is λ / (λ + ε/(1+ε)).
     """
-    λ, ε = _positive_number("λ", λ), _positive_number("ε", ε)
+    λ, ε = positive_number("λ", λ), positive_number("ε", ε)
     argument = ε * (λ - 1.0) + ε ** 2 / (1.0 + ε)
     if argument <= 0.0:
         raise ValueError(
@@ -37,14 +38,6 @@ def get_α(λ: float, ε: float) -> float:
             "regulariser then fades exactly when the covariance is far from identity; "
             "choose a smaller λ or ε", RuntimeWarning, stacklevel=2)
     return α
-
-
-def _positive_number(name, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 # --- early stopping --------------------------------------------------------------
