@@ -276,7 +276,7 @@ class _IMNN:
         carry = Carry(self.final_w, self.state, Stopping(
             self.runtime.replicate(np.float64(self._max_logdetF)), self.best_w,
             self.runtime.replicate(counter) if self.backend == "jax" else counter))
-        chunk = min(print_rate or 100, getattr(self.runtime, "chunk", 100))
+        chunk = min(print_rate or 100, self.runtime.chunk)
         from tqdm.auto import tqdm
         bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,
                    desc=f"{type(self).__name__} fit", disable=print_rate is None)

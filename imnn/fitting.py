@@ -16,7 +16,7 @@ import numpy as np
 from jax import tree_util
 
 from ._checks import positive_number
-from .contracts import LossParts, Summaries
+from .contracts import Executor, LossParts, Optimiser, Streams, Summaries
 
 # --- the regularisation rate ---------------------------------------------------
 
@@ -97,11 +97,11 @@ class Problem(NamedTuple):
     validation_streams(data) -> same, or None without validation
     where: elementwise select of the backend's array library
     """
-    executor: Any
-    optimiser: Any
-    sizes: dict
-    training_streams: Callable
-    validation_streams: Callable | None
+    executor: Executor
+    optimiser: Optimiser
+    sizes: dict[str, int]
+    training_streams: Callable[[dict, Any], Streams]
+    validation_streams: Callable[[dict], Streams] | None
     where: Callable
 
 
