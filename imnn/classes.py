@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax import tree_util
 
+from ._checks import positive_int
 from .contracts import Exact, FiniteDifference, PerturbedSummaries, Summaries, ThroughSimulator
 from .fitting import (
     Carry,
@@ -41,15 +42,6 @@ from .sources import (
 )
 
 ON_NAN = ("stop", "raise", "warn")
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name} must be a {kind} integer, got {value}")
-    return int(value)
 
 
 def _check_sizes(n_s, n_params, n_summaries):
@@ -101,15 +93,15 @@ class _IMNN:
 
     def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                  optimiser, key_or_state, backend, devices=None):
-        self.n_s = _positive_int("n_s", n_s)
-        self.n_d = _positive_int("n_d", n_d)
+        self.n_s = positive_int("n_s", n_s)
+        self.n_d = positive_int("n_d", n_d)
         if self.n_d > self.n_s:
             raise ValueError(f"n_d = {n_d} must not exceed n_s = {n_s}: the derivative "
                              "simulations are the first n_d of the fiducial ones")
         if self.n_s < 2:
             raise ValueError(f"n_s must be at least 2 to estimate a covariance, got {n_s}")
-        self.n_params = _positive_int("n_params", n_params)
-        self.n_summaries = _positive_int("n_summaries", n_summaries)
+        self.n_params = positive_int("n_params", n_params)
+        self.n_summaries = positive_int("n_summaries", n_summaries)
         _check_sizes(self.n_s, self.n_params, self.n_summaries)
         if not isinstance(input_shape, (tuple, list)) or not all(
                 isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
@@ -262,11 +254,11 @@ class _IMNN:
         Ctrl-C stops the fit and keeps every finished iteration.
         """
         α = get_α(λ, ε)
-        patience = _positive_int("patience", patience)
-        min_iterations = _positive_int("min_iterations", min_iterations, minimum=0)
-        max_iterations = _positive_int("max_iterations", max_iterations)
+        patience = positive_int("patience", patience)
+        min_iterations = positive_int("min_iterations", min_iterations, minimum=0)
+        max_iterations = positive_int("max_iterations", max_iterations)
         if print_rate is not None:
-            print_rate = _positive_int("print_rate", print_rate)
+            print_rate = positive_int("print_rate", print_rate)
         for name, flag in (("best", best), ("resume", resume)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
@@ -299,7 +291,7 @@ class _IMNN:
         carry = Carry(self.final_w, self.state, Stopping(
             self.runtime.replicate(np.float64(self._max_logdetF)), self.best_w,
             self.runtime.replicate(counter) if self.backend == "jax" else counter))
-        chunk = min(print_rate or 100, getattr(self.runtime, "chunk", 100))
+        chunk = min(print_rate or 100, self.runtime.chunk)
         from tqdm.auto import tqdm
         bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,
                    desc=f"{type(self).__name__} fit", disable=print_rate is None)
@@ -882,7 +874,7 @@ def _is_key(obj) -> bool:
 
 def _aggregation(host, devices, n_per_device, memory_budget=None) -> tuple[Layout, list]:
     if memory_budget is not None:
-        _positive_int("memory_budget", memory_budget, minimum=0)
+        positive_int("memory_budget", memory_budget, minimum=0)
     if not isinstance(devices, (list, tuple)) or not devices:
         raise ValueError(f"devices must be a non-empty list of JAX devices, got {devices!r}")
     for device in devices:
@@ -892,7 +884,7 @@ def _aggregation(host, devices, n_per_device, memory_budget=None) -> tuple[Layou
     if not isinstance(host, jax.Device):
         raise TypeError(f"host must be a JAX device (e.g. jax.devices('cpu')[0]), got "
                         f"{type(host).__name__} {host!r}")
-    n_per_device = _positive_int("n_per_device", n_per_device)
+    n_per_device = positive_int("n_per_device", n_per_device)
     return Layout(len(devices) * n_per_device, len(devices), n_per_device), list(devices)
 
 

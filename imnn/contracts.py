@@ -205,8 +205,154 @@ def stream_sizes(kind: Kind, n_s: int, n_d: int, n_params: int) -> dict[str, int
     return {"main": n_d, "remaining": n_s - n_d}
 
 
+# --- the seams a fit is assembled from ---------------------------------------------
+# A class builds a Runtime from a backend name, asks it for an Executor and a
+# runner, and reads its simulations from a Source. Each of the three roles has
+# one implementation per way of running (JAX, the reference backends, iterators).
+
+Streams = dict  # {stream name: (inputs, with_derivative)}, inputs (n_batches, batch, ...)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs whole streams through the network: pass 1 (summaries) and pass 2
+    (the vector-Jacobian product with respect to the weights)."""
+
+    def summaries(self, w: Weights, inputs: Any, with_derivative: bool) -> Summaries:
+        """Summaries of every simulation of one stream.
+
+        Args:
+            w: the network weights.
+            inputs: the stream, laid out in batches: simulations
+                (n_batches, batch) + input_shape, their θ-derivatives
+                (n_batches, batch) + input_shape + (p,), or simulation keys,
+                as the kind decides.
+            with_derivative: whether the stream carries θ-derivatives.
+
+        Returns:
+            Summaries with ``x`` (n, s) and, with derivatives, ``dx_dθ`` (n, s, p),
+            n = n_batches · batch.
+        """
+        ...
+
+    def summaries_and_pullback(self, w: Weights, inputs: Any, with_derivative: bool
+                               ) -> tuple[Summaries, Callable[[Summaries], Weights]]:
+        """``summaries(w, inputs, with_derivative)`` and the function taking
+        their cotangents to the weight gradient.
+
+        Args:
+            w: the network weights.
+            inputs: the stream, as for ``summaries``.
+            with_derivative: whether the stream carries θ-derivatives.
+
+        Returns:
+            (summaries, pullback): summaries as ``summaries`` returns them;
+            ``pullback(cotangents)`` takes cotangents shaped like the summaries
+            ((n, s) and (n, s, p)) to Σ dΛ/dw, a pytree shaped like ``w``.
+        """
+        ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where a class's simulations come from (arrays, a simulator, iterators),
+    handed to the fit as streams. ``validate`` says whether it holds a
+    validation set; ``validation_streams(data) -> Streams`` gives it, and is
+    None where there is none."""
+
+    validate: bool
+    validation_streams: Callable[[dict], Streams] | None
+
+    def data(self, runtime: Any, rng: Any = None) -> dict:
+        """What the fit loop carries between iterations: the stored streams
+        placed by ``runtime``, or a random key.
+
+        Args:
+            runtime: the Runtime that places arrays.
+            rng: the fit's random key, for sources that simulate.
+
+        Returns:
+            A dict: ``{"train": streams, "validation": streams}`` for stored
+            simulations, ``{"rng": key}`` for a simulator.
+        """
+        ...
+
+    def training_streams(self, data: dict, i: Any) -> Streams:
+        """The streams of iteration ``i``.
+
+        Args:
+            data: what ``data`` returned.
+            i: the iteration index (an int or a 0-d integer array).
+
+        Returns:
+            {name: (inputs, with_derivative)}, inputs (n_batches, batch, ...).
+        """
+        ...
+
+    def statistics_streams(self, data: dict, key: Any = None, validate: bool = False
+                           ) -> Streams:
+        """The streams the Fisher statistics are measured on after a fit.
+
+        Args:
+            data: what ``data`` returned.
+            key: a random key, for sources that simulate.
+            validate: use the validation set rather than the training set,
+                where there is one.
+
+        Returns:
+            {name: (inputs, with_derivative)}.
+        """
+        ...
+
+
+@runtime_checkable
+class Runtime(Backend, Protocol):
+    """A backend together with what a class needs to run a fit on it: placing
+    arrays, building executors and the compiled fit loop."""
+
+    chunk: int
+
+    @property
+    def dtype(self) -> Any:
+        """The working floating-point precision (a NumPy dtype)."""
+        ...
+
+    def asarray(self, array: Any) -> Array:
+        """``array`` as this runtime's array type; floating values in ``dtype``."""
+        ...
+
+    def place(self, tree: Any) -> Any:
+        """Every array leaf of ``tree`` placed where the fit reads it (sharded
+        over the devices along the batch axis where it can)."""
+        ...
+
+    def replicate(self, tree: Any) -> Any:
+        """Every array leaf of ``tree`` copied whole to every device."""
+        ...
+
+    def where(self, condition: Array, x: Any, y: Any) -> Array:
+        """Elementwise select of the runtime's array library."""
+        ...
+
+    def executor(self, network: Network, kind: Kind) -> Executor:
+        """The Executor running ``network`` for derivative kind ``kind``."""
+        ...
+
+    def compile(self, function: Callable) -> Callable:
+        """``function`` compiled for this runtime (the identity where nothing
+        compiles)."""
+        ...
+
+    def make_runner(self, problem: Any) -> Callable:
+        """The fit loop of ``problem`` (an ``imnn.fitting.Problem``): ``run(carry,
+        data, λ, α, min_iterations, patience, max_iterations, start, n_steps) ->
+        (carry, stacked records, iterations run)``."""
+        ...
+
+
 __all__ = [
     "Array", "Weights", "Summaries", "PerturbedSummaries", "FisherStatistics", "LossParts", "Exact",
     "FiniteDifference", "ThroughSimulator", "Kind", "Network", "StatisticsBackend",
-    "BatchBackend", "Backend", "Optimiser", "stream_sizes",
+    "BatchBackend", "Backend", "Optimiser", "stream_sizes", "Streams", "Executor", "Source",
+    "Runtime",
 ]

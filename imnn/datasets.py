@@ -452,9 +452,24 @@ class IteratorRuntime:
 
     def __init__(self, runtime):
         self.runtime = runtime
+        self.chunk, self.where = runtime.chunk, runtime.where
+        self.asarray, self.place, self.replicate = runtime.asarray, runtime.place, runtime.replicate
+        self.network = runtime.network
+        self.batch_summaries = runtime.batch_summaries
+        self.batch_weight_gradient = runtime.batch_weight_gradient
+        self.assemble = runtime.assemble
+        self.assemble_transpose = runtime.assemble_transpose
+        self.fisher_statistics = runtime.fisher_statistics
+        self.loss = runtime.loss
+        self.loss_and_cotangents = runtime.loss_and_cotangents
 
-    def __getattr__(self, attribute):
-        return getattr(self.runtime, attribute)
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def dtype(self):
+        return self.runtime.dtype
 
     def executor(self, network, kind):
         return IteratorExecutor(self.runtime, network, kind)

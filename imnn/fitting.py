@@ -15,7 +15,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from jax import tree_util
 
-from .contracts import LossParts, Summaries
+from ._checks import positive_number
+from .contracts import Executor, LossParts, Optimiser, Streams, Summaries
 
 # --- the regularisation rate ---------------------------------------------------
 
@@ -40,7 +41,7 @@ def get_α(λ: float, ε: float) -> float:
         TypeError: λ or ε is not a real number.
         ValueError: λ or ε is not positive and finite, or λ ≤ 1 − ε/(1 + ε) (no rate exists).
     """
-    λ, ε = _positive_number("λ", λ), _positive_number("ε", ε)
+    λ, ε = positive_number("λ", λ), positive_number("ε", ε)
     argument = ε * (λ - 1.0) + ε ** 2 / (1.0 + ε)
     if argument <= 0.0:
         raise ValueError(
@@ -53,14 +54,6 @@ def get_α(λ: float, ε: float) -> float:
             "regulariser then fades exactly when the covariance is far from identity; "
             "choose a smaller λ or ε", RuntimeWarning, stacklevel=2)
     return α
-
-
-def _positive_number(name, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 # --- early stopping --------------------------------------------------------------
@@ -121,11 +114,11 @@ class Problem(NamedTuple):
     validation_streams(data) -> same, or None without validation
     where: elementwise select of the backend's array library
     """
-    executor: Any
-    optimiser: Any
-    sizes: dict
-    training_streams: Callable
-    validation_streams: Callable | None
+    executor: Executor
+    optimiser: Optimiser
+    sizes: dict[str, int]
+    training_streams: Callable[[dict, Any], Streams]
+    validation_streams: Callable[[dict], Streams] | None
     where: Callable
 
 

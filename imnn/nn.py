@@ -43,6 +43,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._checks import positive_integer
+
 ACTIVATIONS = ("tanh", "relu", "leaky_relu", "softplus", "elu", "sigmoid")
 
 
@@ -51,7 +53,7 @@ class Dense:
     features: int
 
     def __post_init__(self):
-        _check_positive_int("Dense features", self.features)
+        positive_integer("Dense features", self.features)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Conv:
     padding: str = "SAME"
 
     def __post_init__(self):
-        _check_positive_int("Conv features", self.features)
+        positive_integer("Conv features", self.features)
         kernel = tuple(int(k) for k in np.atleast_1d(self.kernel))
         if len(kernel) not in (1, 2):
             raise ValueError(f"Conv kernel must have 1 or 2 dimensions, got {self.kernel!r}")
@@ -71,7 +73,7 @@ class Conv:
         if len(strides) != len(kernel):
             raise ValueError(f"Conv strides {self.strides!r} must match kernel {kernel}")
         for k in kernel + strides:
-            _check_positive_int("Conv kernel/stride", k)
+            positive_integer("Conv kernel/stride", k)
         if self.padding not in ("SAME", "VALID"):
             raise ValueError(f"Conv padding must be 'SAME' or 'VALID', got {self.padding!r}")
         object.__setattr__(self, "kernel", kernel)
@@ -280,9 +282,6 @@ def from_function(apply: Callable, params: Any) -> FunctionModel:
     return FunctionModel(apply, params)
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 __all__ = [

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from ._checks import int_at_least, positive_entry
+
 
 @runtime_checkable
 class AnalyticSimulator(Protocol):
@@ -74,16 +76,6 @@ def _numpy_parameters(θ, n_params: int, argument: str) -> np.ndarray:
     return θ
 
 
-def _check_positive(argument: str, what: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{argument}: {what} must be positive, got {value}")
-
-
-def _check_int(argument: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
-
-
 def _read_only(θ: np.ndarray) -> np.ndarray:
     θ = θ.copy()
     θ.setflags(write=False)
@@ -114,7 +106,7 @@ class _GaussianDraws:
     dataclasses below): checks and the input shape."""
 
     def __post_init__(self):
-        _check_int("n", self.n, 1)
+        int_at_least("n", self.n, 1)
         object.__setattr__(self, "θ_fid", _read_only(self._parameters(self.θ_fid, "θ_fid")))
 
     @property
@@ -123,7 +115,7 @@ class _GaussianDraws:
 
     def _parameters(self, θ, argument: str) -> np.ndarray:
         θ = _numpy_parameters(θ, self.n_params, argument)
-        _check_positive(argument, f"σ² = θ[{self.n_params - 1}]", θ[-1])
+        positive_entry(argument, f"σ² = θ[{self.n_params - 1}]", θ[-1])
         return θ
 
 
@@ -206,7 +198,7 @@ def power_law_fisher(k, θ) -> np.ndarray:
 
 def _field_parameters(θ, argument: str) -> np.ndarray:
     θ = _numpy_parameters(θ, 2, argument)
-    _check_positive(argument, "A = θ[0]", θ[0])
+    positive_entry(argument, "A = θ[0]", θ[0])
     return θ
 
 
@@ -269,7 +261,7 @@ class GaussianRandomField:
     pixel_fisher_max_N: ClassVar[int] = 32
 
     def __post_init__(self):
-        _check_int("N", self.N, 2)
+        int_at_least("N", self.N, 2)
         object.__setattr__(self, "θ_fid", _read_only(_field_parameters(self.θ_fid, "θ_fid")))
 
     @property

@@ -31,6 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._checks import is_int, quoted_bool, quoted_int
+
 Example = Any        # a serialised tf.train.Example: a scalar tf.string tensor or bytes
 Index = Any          # int (fiducial) or (seed, derivative, parameter) (numerical derivative)
 
@@ -39,24 +41,6 @@ def _tf():
     """TensorFlow, imported on first use (it is an optional dependency)."""
     import tensorflow
     return tensorflow
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not _is_int(value):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be at least {minimum}, got {value}")
-    return int(value)
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a bool, got {value!r}")
-    return bool(value)
 
 
 class TFRecords:
@@ -90,7 +74,7 @@ class TFRecords:
         if not np.isfinite(record_size) or record_size <= 0:
             raise ValueError(f"`record_size` must be a positive number of MB, got {record_size}")
         self.record_size = float(record_size)
-        self.padding = _check_int("padding", padding, 1)
+        self.padding = quoted_int("padding", padding, 1)
         self.input_shape = None if input_shape is None else self._check_shape(input_shape)
         self.file = None
         self.writer = None
@@ -101,7 +85,7 @@ class TFRecords:
     def _check_shape(input_shape) -> tuple[int, ...]:
         if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
             raise TypeError(f"`input_shape` must be a tuple of ints, got {input_shape!r}")
-        if not all(_is_int(d) and d > 0 for d in input_shape):
+        if not all(is_int(d) and d > 0 for d in input_shape):
             raise ValueError(f"`input_shape` must contain positive ints, got {input_shape!r}")
         return tuple(int(d) for d in input_shape)
 
@@ -145,14 +129,14 @@ class TFRecords:
                 derivative, a directory that does not exist, simulations whose shape changes
                 or differs from ``input_shape``, or more than 10**padding files needed.
         """
-        n_sims = _check_int("n_sims", n_sims, 1)
-        start = _check_int("start", start, 0)
+        n_sims = quoted_int("n_sims", n_sims, 1)
+        start = quoted_int("start", start, 0)
         if start >= n_sims:
             raise ValueError(f"`start` ({start}) must be less than `n_sims` ({n_sims}): "
                              "seeds start, …, n_sims - 1 are written")
-        fiducial = _check_bool("fiducial", fiducial)
-        validation = _check_bool("validation", validation)
-        progress = _check_bool("progress", progress)
+        fiducial = quoted_bool("fiducial", fiducial)
+        validation = quoted_bool("validation", validation)
+        progress = quoted_bool("progress", progress)
         self.check_func(get_simulation, fiducial)
         self.check_params(n_params, fiducial)
         self.file = self.get_file(directory, filename, fiducial, validation)
@@ -278,7 +262,7 @@ class TFRecords:
         """
         if n_params is None:
             raise ValueError("`n_params` must be given to parse a derivative record")
-        shape = self._shape() + (_check_int("n_params", n_params, 1),)
+        shape = self._shape() + (quoted_int("n_params", n_params, 1),)
         return self._decode(self._parse(example)["data"], shape)
 
     def numerical_derivative_parser(self, example: Example, n_params: int | None = None):
@@ -307,7 +291,7 @@ class TFRecords:
         shape = self._shape()
         features = self._parse(example, "derivative", "parameter")
         if n_params is not None:
-            n_params = _check_int("n_params", n_params, 1)
+            n_params = quoted_int("n_params", n_params, 1)
             tf.debugging.assert_less(features["parameter"], tf.constant(n_params, tf.int64),
                                      message="`parameter` of the record is not below `n_params`")
             tf.debugging.assert_non_negative(features["parameter"])
@@ -401,7 +385,7 @@ class TFRecords:
         if n_params is None:
             raise ValueError("`n_params` must be given when writing a numerical-derivative "
                              "record (fiducial=False)")
-        _check_int("n_params", n_params, 1)
+        quoted_int("n_params", n_params, 1)
 
     def _bytes_feature(self, value):
         """A ``tf.train.Feature`` holding ``value`` (bytes, or a tf.string tensor)."""

@@ -9,9 +9,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from imnn._checks import positive_ints
 from imnn.lfi._marginals import histogram_marginals, make_grid
 from imnn.lfi._plot import plot_marginals, plot_scatter
-from imnn.lfi._problem import check_positive_ints, draw_from_prior, make_problem
+from imnn.lfi._problem import draw_from_prior, make_problem
 
 Array = Any
 
@@ -116,9 +117,9 @@ class ApproximateBayesianComputation:
             raise ValueError(f"`ϵ` must be positive: a float or {n_targets} (one per target); "
                              f"got {ϵ}")
         ϵ = np.broadcast_to(ϵ, (n_targets,))
-        check_positive_ints(n_samples=n_samples, max_iterations=max_iterations)
+        positive_ints(n_samples=n_samples, max_iterations=max_iterations)
         if min_accepted is not None:
-            check_positive_ints(min_accepted=min_accepted)
+            positive_ints(min_accepted=min_accepted)
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         if replace:

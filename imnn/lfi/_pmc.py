@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from imnn._checks import positive_ints
 from imnn.lfi._marginals import histogram_marginals, make_grid
 from imnn.lfi._plot import plot_marginals, plot_scatter
-from imnn.lfi._problem import Problem, check_positive_ints, draw_from_prior, make_problem, simulate
+from imnn.lfi._problem import Problem, draw_from_prior, make_problem, simulate
 
 Array = Any
 
@@ -201,7 +202,7 @@ class PopulationMonteCarlo:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         batch_size = n_points if batch_size is None else batch_size
-        check_positive_ints(n_points=n_points, n_initial_points=n_initial_points,
+        positive_ints(n_points=n_points, n_initial_points=n_initial_points,
                             max_iterations=max_iterations, batch_size=batch_size)
         if n_points < 2 or n_initial_points < n_points:
             raise ValueError(f"need 2 <= `n_points` <= `n_initial_points`; got n_points="

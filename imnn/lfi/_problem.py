@@ -98,12 +98,6 @@ def distances(problem: Problem, summaries):
         summaries, problem.target_summaries, problem.metrics)
 
 
-def check_positive_ints(**values):
-    for name, value in values.items():
-        if not (isinstance(value, (int, np.integer)) and value > 0):
-            raise ValueError(f"`{name}` must be a positive int; got {value!r}")
-
-
 def draw_from_prior(problem: Problem, key, n: int):
     """n prior draws -> parameters (n, p), summaries (n, s), distances (n_targets, n)."""
     key_prior, key_simulate = jax.random.split(key)

@@ -7,6 +7,8 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
+from imnn._checks import positive_integer
+
 
 class RefitRound(NamedTuple):
     """One round of `fit_and_refit`.
@@ -48,8 +50,7 @@ def fit_and_refit(make_imnn: Callable, target_data, θ_fid, n_rounds: int, λ: f
     """
     if not callable(make_imnn):
         raise TypeError(f"make_imnn must be a function θ_fid -> IMNN, got {type(make_imnn).__name__}")
-    if isinstance(n_rounds, bool) or not isinstance(n_rounds, int) or n_rounds < 1:
-        raise ValueError(f"n_rounds must be a positive integer, got {n_rounds!r}")
+    n_rounds = positive_integer("n_rounds", n_rounds)
     θ = np.asarray(θ_fid, np.float64)
     rounds, previous = [], None
     keys = [None] * n_rounds if rng is None else list(jax.random.split(rng, n_rounds))
