@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/imnn demo
+	$(BIN)/imnn demo --overwrite  # runs/demo is the demo's own: each make demo starts it afresh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
