@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple
 
+from imnn.runtime import BACKENDS  # the one registry of backend names
+
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -54,7 +56,6 @@ KINDS = {
 }
 
 REQUIRED = "required"
-BACKENDS = ("jax", "numpy", "numba")
 TABLES = ("simulator", "data", "optimiser", "fit")
 DATA_ARRAYS = ("fiducial", "derivative", "validation_fiducial", "validation_derivative")
 
