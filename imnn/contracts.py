@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
-Array = Any     # a numpy or jax array
-Weights = Any   # a pytree of arrays (list of per-layer tuples for imnn.nn models)
+from ._types import Array, Weights  # jax.Array | np.ndarray; a pytree of arrays
 
 
 class Summaries(NamedTuple):

@@ -53,8 +53,6 @@ from ._tables import model_from_tables, model_to_tables
 from .classes import _IMNN
 from .runtime import BACKENDS, make_backend
 
-Array = jax.Array | np.ndarray
-
 FORMAT = "imnn"
 VERSION = 2
 READS = (1, 2)

@@ -1,0 +1,42 @@
+"""Type aliases shared by imnn's public signatures.
+
+They document what a value is; nothing checks them at run time. Every module that uses them
+starts with ``from __future__ import annotations``, so annotations cost nothing at import.
+This module imports only JAX and NumPy, which ``import imnn`` loads anyway.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+#: A JAX or NumPy array (what imnn returns and what its numerics read).
+Array = jax.Array | np.ndarray
+
+#: Anything ``numpy.asarray`` turns into a numeric array: an array, a NumPy scalar, a Python
+#: number or a (nested) sequence of them. Arguments typed this way are converted on entry.
+ArrayLike = Array | np.generic | bool | int | float | Sequence[Any]
+
+#: A pytree of arrays: the network weights (for ``imnn.nn`` models a list with one tuple of
+#: arrays per layer, ``()`` for a layer without weights) or an optimiser's state.
+PyTree = Any
+
+#: Network weights, a pytree of arrays (see ``PyTree``).
+Weights = PyTree
+
+#: A JAX PRNG key: a raw ``(2,)`` uint32 key (``jax.random.PRNGKey``) or a typed key array
+#: (``jax.random.key``).
+Key = jax.Array
+
+#: The shape of one simulation, without a batch axis.
+Shape = tuple[int, ...]
+
+#: ``simulator(key, θ (p,)) -> d`` of shape ``input_shape``; JAX-traceable.
+Simulator = Callable[[Key, Array], Array]
+
+#: ``compressor(d (n,) + input_shape) -> summaries (n, s)``; JAX-traceable.
+Compressor = Callable[[Array], Array]
+
+__all__ = ["Array", "ArrayLike", "PyTree", "Weights", "Key", "Shape", "Simulator", "Compressor"]
