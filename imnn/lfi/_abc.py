@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, NamedTuple, final
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, final
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from imnn._checks import positive_ints
+from imnn._types import Array, ArrayLike, Compressor, Key, Simulator
 from imnn.lfi._marginals import histogram_marginals, make_grid
 from imnn.lfi._plot import plot_marginals, plot_scatter
 from imnn.lfi._problem import draw_from_prior, make_problem
 
-Array = Any
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class Samples(NamedTuple):
@@ -38,17 +41,17 @@ class ApproximateBayesianComputation:
         target_data: the observed data, (n_targets,) + input_shape, or input_shape for one
             target; input_shape is the shape of `simulator(key, θ)`.
         prior: `imnn.lfi.Uniform` or any object with `sample(key, n)`, `log_prob(θ)` and
-            finite `low`/`high` of shape (p,), or a TensorFlow-Probability-on-JAX
-            distribution with `low`/`high`.
+            finite `low`/`high` of shape (p,), or a numpyro or TensorFlow-Probability-on-JAX
+            distribution with `low`/`high` (see `imnn.lfi.as_prior`).
         simulator: `simulator(key, θ (p,))` -> one simulation of shape input_shape;
             JAX-traceable.
         compressor: `compressor(d (n,) + input_shape)` -> (n, s); JAX-traceable, e.g. a
             fitted IMNN's `compressor()`.
         gridsize: grid points per parameter between `prior.low` and `prior.high` for the
-            marginals: an int or one int per parameter.
-        F: None (Euclidean distance), (s, s) or (n_targets, s, s): the Fisher matrix of the
-            distance sqrt((x − x_t)ᵀ F (x − x_t)).
-        distance_measure: None or a JAX-traceable
+            marginals: an int or one int per parameter, each >= 2 (default 100).
+        F: None (default: Euclidean distance), (s, s) or (n_targets, s, s): the Fisher
+            matrix of the distance sqrt((x − x_t)ᵀ F (x − x_t)); symmetric positive definite.
+        distance_measure: None (default) or a JAX-traceable
             `distance_measure(summaries (n, s), target (s,))` -> (n,); exclusive with `F`.
 
     Raises:
@@ -68,8 +71,10 @@ class ApproximateBayesianComputation:
         target_summaries: (n_targets, s).
     """
 
-    def __init__(self, target_data, prior, simulator, compressor, gridsize=100, F=None,
-                 distance_measure=None):
+    def __init__(self, target_data: ArrayLike, prior: Any, simulator: Simulator,
+                 compressor: Compressor, gridsize: int | Sequence[int] = 100,
+                 F: ArrayLike | None = None,
+                 distance_measure: Callable[[Array, Array], Array] | None = None) -> None:
         self.problem = make_problem(target_data, prior, simulator, compressor, F,
                                     distance_measure)
         self.grid = make_grid(self.problem.prior.low, self.problem.prior.high, gridsize)
@@ -77,10 +82,11 @@ class ApproximateBayesianComputation:
         self._clear()
 
     @property
-    def target_summaries(self):
+    def target_summaries(self) -> Array:
+        """(n_targets, s) the compressed target data."""
         return self.problem.target_summaries
 
-    def _clear(self):
+    def _clear(self) -> None:
         n_targets, s = self.target_summaries.shape
         self.parameters = np.zeros((0, self.problem.prior.low.shape[0]))
         self.summaries = np.zeros((0, s))
@@ -88,28 +94,36 @@ class ApproximateBayesianComputation:
         self.ϵ = np.full(n_targets, np.nan)
         self.marginals = None
 
-    def __call__(self, ϵ, rng, n_samples, min_accepted=None, max_iterations=10,
-                 smoothing=None, replace=False, progress=True):
+    def __call__(self, ϵ: ArrayLike, rng: Key, n_samples: int, min_accepted: int | None = None,
+                 max_iterations: int = 10, smoothing: float | None = None,
+                 replace: bool = False, progress: bool = True
+                 ) -> ApproximateBayesianComputation:
         """Simulate in batches of ``n_samples`` prior draws until enough are accepted.
 
         Args:
             ε: float or (n_targets,) (also written ϵ): a simulation is accepted for a
                 target when its distance to the target is <= ϵ.
             rng: a JAX PRNG key.
-            n_samples: draws per jitted batch (simulated and compressed at once).
-            min_accepted: None or int: keep drawing batches until every target has at least
-                this many accepted samples (counting earlier calls' samples unless
-                `replace`); None draws exactly one batch.
-            max_iterations: at most this many batches in this call (warns if `min_accepted`
-                is not reached).
-            smoothing: None or the standard deviation, in grid cells, of a Gaussian
-                smoothing of the marginals.
-            replace: discard the simulations of earlier calls. Otherwise they are kept and
-                judged against the new ϵ (all are prior draws, so this is still valid).
-            progress: show a progress bar of the batches (stderr).
+            n_samples: draws per jitted batch (simulated and compressed at once), >= 1.
+            min_accepted: None (default) or int >= 1: keep drawing batches until every
+                target has at least this many accepted samples (counting earlier calls'
+                samples unless `replace`); None draws exactly one batch.
+            max_iterations: at most this many batches in this call, >= 1 (default 10;
+                warns if `min_accepted` is not reached).
+            smoothing: None (default) or the standard deviation, in grid cells, of a
+                Gaussian smoothing of the marginals.
+            replace: discard the simulations of earlier calls (default False). Otherwise
+                they are kept and judged against the new ϵ (all are prior draws, so this is
+                still valid).
+            progress: show a progress bar of the batches on stderr (default True).
 
         Returns:
             self; see `accepted` and `marginals`.
+
+        Raises:
+            ValueError: ϵ not positive or of the wrong shape, or a size that is not a
+                positive int.
+            TypeError: `progress` not a bool.
         """
         n_targets = self.target_summaries.shape[0]
         ϵ = np.asarray(ϵ, float)
@@ -149,6 +163,7 @@ class ApproximateBayesianComputation:
 
     @property
     def n_simulations(self) -> int:
+        """The number of simulations drawn so far (N)."""
         return len(self.parameters)
 
     @property
@@ -158,10 +173,12 @@ class ApproximateBayesianComputation:
 
     @property
     def accepted(self) -> list[Samples]:
+        """One `Samples` per target: the simulations within ϵ of it."""
         return self._split(True)
 
     @property
     def rejected(self) -> list[Samples]:
+        """One `Samples` per target: the simulations farther than ϵ from it."""
         return self._split(False)
 
     def _split(self, accepted: bool) -> list[Samples]:
@@ -169,15 +186,41 @@ class ApproximateBayesianComputation:
         return [Samples(self.parameters[m], self.summaries[m], d[m])
                 for m, d in zip(masks, self.distances)]
 
-    def marginal_plot(self, **kwargs):
-        """Corner plot of ``marginals``; keywords as ``imnn.lfi.plot_marginals``."""
+    def marginal_plot(self, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+        """Corner plot of ``marginals``.
+
+        Args:
+            **kwargs: keyword arguments of ``imnn.lfi.plot_marginals`` (``known``,
+                ``labels``, ``axes``, ...).
+
+        Returns:
+            (figure, axes), as ``imnn.lfi.plot_marginals``.
+
+        Raises:
+            ValueError: no call has made marginals yet.
+        """
         return plot_marginals(self.marginals, **kwargs)
 
-    def scatter_plot(self, **kwargs):
-        """Pairwise scatter of accepted parameters; keywords as ``imnn.lfi.plot_scatter``."""
+    def scatter_plot(self, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+        """Pairwise scatter of the accepted parameters, one colour per target.
+
+        Args:
+            **kwargs: keyword arguments of ``imnn.lfi.plot_scatter``.
+
+        Returns:
+            (figure, axes), as ``imnn.lfi.plot_scatter``.
+        """
         return plot_scatter([a.parameters for a in self.accepted], **kwargs)
 
-    def scatter_summaries(self, **kwargs):
-        """Pairwise scatter of accepted summaries, the target summaries marked."""
+    def scatter_summaries(self, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+        """Pairwise scatter of the accepted summaries, the target summaries marked.
+
+        Args:
+            **kwargs: keyword arguments of ``imnn.lfi.plot_scatter`` (``known`` defaults to
+                the target summaries).
+
+        Returns:
+            (figure, axes), as ``imnn.lfi.plot_scatter``.
+        """
         return plot_scatter([a.summaries for a in self.accepted],
                             **{"known": np.asarray(self.target_summaries), **kwargs})

@@ -1,13 +1,18 @@
 """The Gaussian approximation to the posterior: N(θ̂, F⁻¹) on the prior's grid."""
 from __future__ import annotations
 
-from typing import final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, final
 
 import numpy as np
 
+from imnn._types import ArrayLike
 from imnn.lfi._marginals import gaussian_marginals, make_grid
 from imnn.lfi._plot import plot_marginals
 from imnn.lfi._priors import as_prior
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @final
@@ -19,12 +24,15 @@ class GaussianApproximation:
         parameter_estimates: θ̂ of one target, shape (p,), or of several, (n_targets, p).
         invF: the inverse Fisher matrix F⁻¹, (p, p) shared by all targets or
             (n_targets, p, p); symmetric positive definite.
-        prior: a `Prior`; only its bounds `low`, `high` (p,) are used, for the grid.
-        gridsize: grid points per parameter, an int or one int per parameter (each >= 2).
+        prior: a `Prior` (or what `imnn.lfi.as_prior` accepts); only its bounds `low`,
+            `high` (p,) are used, for the grid.
+        gridsize: grid points per parameter, an int or one int per parameter (each >= 2;
+            default 100).
 
     Raises:
         ValueError: shapes that do not match the prior's p, or an `invF` that is not
             symmetric positive definite.
+        TypeError: a prior that is not what `imnn.lfi.as_prior` accepts.
 
     Attributes:
         parameter_estimates: (n_targets, p).
@@ -34,7 +42,8 @@ class GaussianApproximation:
             `two_d[i, j]` of shape (n_targets, g_i, g_j).
     """
 
-    def __init__(self, parameter_estimates, invF, prior, gridsize=100):
+    def __init__(self, parameter_estimates: ArrayLike, invF: ArrayLike, prior: Any,
+                 gridsize: int | Sequence[int] = 100) -> None:
         prior = as_prior(prior)
         p = prior.low.shape[0]
         θ̂ = np.asarray(parameter_estimates, float)
@@ -56,6 +65,14 @@ class GaussianApproximation:
         self.grid = make_grid(prior.low, prior.high, gridsize)
         self.marginals = gaussian_marginals(θ̂, invF, self.grid)
 
-    def marginal_plot(self, **kwargs):
-        """Corner plot of ``marginals``; keywords as ``imnn.lfi.plot_marginals``."""
+    def marginal_plot(self, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+        """Corner plot of ``marginals``.
+
+        Args:
+            **kwargs: keyword arguments of ``imnn.lfi.plot_marginals`` (``known``,
+                ``labels``, ``axes``, ...).
+
+        Returns:
+            (figure, axes), as ``imnn.lfi.plot_marginals``.
+        """
         return plot_marginals(self.marginals, **kwargs)

@@ -8,11 +8,14 @@ are half as wide. Every cell is half-open except the last, which also holds ``hi
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.ndimage
+
+from imnn._types import ArrayLike
 
 
 class Marginals(NamedTuple):
@@ -26,12 +29,13 @@ class Marginals(NamedTuple):
         two_d: dict `{(i, j): (n_targets, g_i, g_j)}` for i < j: the joint density of
             (θ_i, θ_j) at `(grid[i][a], grid[j][b])`.
     """
-    grid: tuple
-    one_d: tuple
-    two_d: dict
+    grid: tuple[np.ndarray, ...]
+    one_d: tuple[np.ndarray, ...]
+    two_d: dict[tuple[int, int], np.ndarray]
 
 
-def make_grid(low, high, gridsize) -> tuple:
+def make_grid(low: ArrayLike, high: ArrayLike,
+              gridsize: int | Sequence[int]) -> tuple[np.ndarray, ...]:
     """gridsize: int or one int per parameter (each >= 2) -> tuple of p arrays (g_i,)."""
     p = len(low)
     sizes = np.broadcast_to(np.asarray(gridsize), (p,)) if np.ndim(gridsize) == 0 else gridsize
@@ -42,17 +46,18 @@ def make_grid(low, high, gridsize) -> tuple:
         np.asarray(low, float), np.asarray(high, float), sizes))
 
 
-def cell_edges(points) -> np.ndarray:
+def cell_edges(points: np.ndarray) -> np.ndarray:
     """(g,) grid points -> (g + 1,) edges of their cells: the box ends and the midpoints."""
     return np.concatenate([points[:1], (points[1:] + points[:-1]) / 2, points[-1:]])
 
 
-def cell_widths(points) -> np.ndarray:
+def cell_widths(points: np.ndarray) -> np.ndarray:
     """(g,) grid points -> (g,) widths of their cells (the two end cells are half-width)."""
     return np.diff(cell_edges(points))
 
 
-def gaussian_marginals(mean, cov, grid) -> Marginals:
+def gaussian_marginals(mean: np.ndarray, cov: np.ndarray,
+                       grid: Sequence[np.ndarray]) -> Marginals:
     """Marginals of N(mean, cov) evaluated (not renormalised) at the grid points.
 
     mean (n_targets, p), cov (n_targets, p, p).
@@ -69,7 +74,7 @@ def gaussian_marginals(mean, cov, grid) -> Marginals:
     return Marginals(tuple(grid), one_d, two_d)
 
 
-def _normal_density(x, mean, cov):
+def _normal_density(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """Multivariate normal density; x, mean (..., k), cov (..., k, k) broadcast together."""
     δ = x - mean
     k = δ.shape[-1]
@@ -77,7 +82,8 @@ def _normal_density(x, mean, cov):
     return np.exp(-mahalanobis / 2) / np.sqrt((2 * np.pi) ** k * np.linalg.det(cov))
 
 
-def histogram_marginals(samples: Sequence, grid, weights: Sequence | None = None,
+def histogram_marginals(samples: Sequence[ArrayLike], grid: Sequence[np.ndarray],
+                        weights: Sequence[ArrayLike] | None = None,
                         smoothing: float | None = None) -> Marginals:
     """Weighted histogram densities of samples on the grid, one set of samples per target.
 
@@ -87,9 +93,9 @@ def histogram_marginals(samples: Sequence, grid, weights: Sequence | None = None
     Args:
         samples: n_targets arrays (n_t, p) (counts may differ between targets).
         grid: tuple of p arrays (g_i,), the grid points of each parameter.
-        weights: None (equal weights) or n_targets arrays (n_t,).
-        smoothing: None, or the standard deviation, in grid cells, of a Gaussian kernel that
-            smooths the binned probabilities (reflected at the prior edges).
+        weights: None (default: equal weights) or n_targets arrays (n_t,).
+        smoothing: None (default), or the standard deviation, in grid cells, of a Gaussian
+            kernel that smooths the binned probabilities (reflected at the prior edges).
 
     Returns:
         A `Marginals` on `grid`.
@@ -114,7 +120,7 @@ def histogram_marginals(samples: Sequence, grid, weights: Sequence | None = None
                      {pair: np.stack(m) for pair, m in two_d.items()})
 
 
-def _bin(x, points):
+def _bin(x: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n,) values -> (n,) index of the cell holding each value, and (n,) inside the box."""
     edges = cell_edges(points)
     inside = (x >= edges[0]) & (x <= edges[-1])
@@ -122,7 +128,8 @@ def _bin(x, points):
     return np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(points) - 1), inside
 
 
-def _density(flat_bins, inside, w, shape, smoothing, cell_area):
+def _density(flat_bins: np.ndarray, inside: np.ndarray, w: np.ndarray, shape: tuple[int, ...],
+             smoothing: float | None, cell_area: np.ndarray) -> np.ndarray:
     mass = np.bincount(flat_bins[inside], weights=w[inside], minlength=int(np.prod(shape)))
     total = mass.sum()
     mass = (mass / total if total > 0 else mass).reshape(shape)

@@ -1,27 +1,41 @@
 """Corner plots of marginals and pairwise scatters of samples (matplotlib)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import matplotlib.pyplot as plt
 import numpy as np
 
+from imnn._types import ArrayLike
 from imnn.lfi._marginals import Marginals, cell_widths
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def plot_marginals(marginals: Marginals, known=None, labels=None, target_labels=None,
-                   colours=None, levels=(0.68, 0.95), axes=None, figsize=None):
+
+def plot_marginals(marginals: Marginals | None, known: ArrayLike | None = None,
+                   labels: Sequence[str] | None = None,
+                   target_labels: Sequence[str] | None = None,
+                   colours: Sequence[Any] | None = None,
+                   levels: Sequence[float] = (0.68, 0.95), axes: ArrayLike | None = None,
+                   figsize: tuple[float, float] | None = None) -> tuple[Figure, np.ndarray]:
     """Corner plot: 1-D marginals on the diagonal, credible contours below it.
 
     Args:
         marginals: a `Marginals` of n_targets posteriors, overlaid in colours C0, C1, …
-        known: None, (p,) true values (marked in black) or (n_targets, p) (marked in the
-            targets' colours).
-        labels: p axis labels (default θ_0, θ_1, …).
-        target_labels: n_targets legend labels (default none, and no legend).
-        colours: n_targets matplotlib colours (default C0, C1, …).
-        levels: probability masses of the contours (68 % solid, 95 % dashed by default;
-            each the smallest region of grid cells holding that mass).
-        axes: a (p, p) array of axes from an earlier call, to overplot.
-        figsize: the new figure's size (when `axes` is None).
+            (None, from an ABC or PMC not yet run, is refused).
+        known: None (default), (p,) true values (marked in black) or (n_targets, p) (marked
+            in the targets' colours).
+        labels: p axis labels (default None: θ_0, θ_1, …).
+        target_labels: n_targets legend labels (default None: no legend).
+        colours: n_targets matplotlib colours (default None: C0, C1, …).
+        levels: probability masses of the contours (default (0.68, 0.95): 68 % solid, 95 %
+            dashed; each the smallest region of grid cells holding that mass).
+        axes: None (default: a new figure) or a (p, p) array of axes from an earlier call,
+            to overplot.
+        figsize: the new figure's size (when `axes` is None; default None: 2.5 p × 2.5 p
+            inches).
 
     Returns:
         (figure, axes); axes is a (p, p) object array with None above the diagonal.
@@ -53,7 +67,8 @@ def plot_marginals(marginals: Marginals, known=None, labels=None, target_labels=
     return figure, axes
 
 
-def credible_levels(density, widths_i, widths_j, masses=(0.68, 0.95)):
+def credible_levels(density: np.ndarray, widths_i: np.ndarray, widths_j: np.ndarray,
+                    masses: Sequence[float] = (0.68, 0.95)) -> np.ndarray:
     """Density heights enclosing the given probability masses in the highest-density cells.
 
     density (g_i, g_j) on a grid with cell widths (g_i,), (g_j,) -> one height per mass.
@@ -65,21 +80,29 @@ def credible_levels(density, widths_i, widths_j, masses=(0.68, 0.95)):
     return density.ravel()[order][index]
 
 
-def plot_scatter(points, known=None, labels=None, target_labels=None, colours=None,
-                 axes=None, figsize=None):
+def plot_scatter(points: ArrayLike | Sequence[ArrayLike], known: ArrayLike | None = None,
+                 labels: Sequence[str] | None = None,
+                 target_labels: Sequence[str] | None = None,
+                 colours: Sequence[Any] | None = None, axes: ArrayLike | None = None,
+                 figsize: tuple[float, float] | None = None) -> tuple[Figure, np.ndarray]:
     """Pairwise scatter of samples with 1-D histograms on the diagonal.
 
     Args:
         points: (n, k) or one (n_t, k) array per target, overlaid in colours C0, C1, …
-        known: None, (k,) or (n_targets, k) values to mark.
-        labels: k axis labels (default θ_0, θ_1, …).
-        target_labels: legend labels, one per array of `points`.
-        colours: matplotlib colours, one per array of `points`.
-        axes: a (k, k) array of axes from an earlier call, to overplot.
-        figsize: the new figure's size (when `axes` is None).
+        known: None (default), (k,) or (n_targets, k) values to mark.
+        labels: k axis labels (default None: θ_0, θ_1, …).
+        target_labels: legend labels, one per array of `points` (default None: no legend).
+        colours: matplotlib colours, one per array of `points` (default None: C0, C1, …).
+        axes: None (default: a new figure) or a (k, k) array of axes from an earlier call,
+            to overplot.
+        figsize: the new figure's size (when `axes` is None; default None: 2.5 k × 2.5 k
+            inches).
 
     Returns:
         (figure, axes): axes a (k, k) object array, None above the diagonal.
+
+    Raises:
+        ValueError: `axes` of the wrong shape.
     """
     points = [np.asarray(points)] if np.ndim(points[0]) == 1 else [np.asarray(x) for x in points]
     k = points[0].shape[1]
@@ -96,7 +119,8 @@ def plot_scatter(points, known=None, labels=None, target_labels=None, colours=No
     return figure, axes
 
 
-def _corner_axes(p, axes, figsize, labels):
+def _corner_axes(p: int, axes: ArrayLike | None, figsize: tuple[float, float] | None,
+                 labels: Sequence[str] | None) -> tuple[Figure, np.ndarray]:
     if axes is not None:
         axes = np.asarray(axes, dtype=object)
         if axes.shape != (p, p):
@@ -124,11 +148,12 @@ def _corner_axes(p, axes, figsize, labels):
     return figure, axes
 
 
-def _colours(colours, n_targets):
+def _colours(colours: Sequence[Any] | None, n_targets: int) -> list[Any]:
     return list(colours) if colours is not None else [f"C{t}" for t in range(n_targets)]
 
 
-def _finish(axes, known, colours, target_labels):
+def _finish(axes: np.ndarray, known: ArrayLike | None, colours: Sequence[Any],
+            target_labels: Sequence[str | None]) -> None:
     """Marks known values (one row, or one per target) and adds a legend if labelled."""
     if known is not None:
         known = np.atleast_2d(np.asarray(known, float))

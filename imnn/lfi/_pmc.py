@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, NamedTuple, final
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, final
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +12,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from imnn._checks import positive_ints
+from imnn._types import Array, ArrayLike, Compressor, Key, Simulator
 from imnn.lfi._marginals import histogram_marginals, make_grid
 from imnn.lfi._plot import plot_marginals, plot_scatter
 from imnn.lfi._problem import Problem, draw_from_prior, make_problem, simulate
 
-Array = Any
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class Round(NamedTuple):
@@ -46,8 +49,9 @@ class Population(NamedTuple):
     n_accepted: Array
 
 
-def pmc_round(problem: Problem, key, particles, weights, ϵ, target, metric,
-              max_simulations, batch_size: int) -> Population:
+def pmc_round(problem: Problem, key: Key, particles: Array, weights: Array, ϵ: float,
+              target: Array, metric: Array, max_simulations: int,
+              batch_size: int) -> Population:
     """One ABC-PMC population for one target, from the previous weighted population.
 
     particles (N, p), weights (N,), ϵ the new threshold, target (s,), metric (s, s).
@@ -140,10 +144,17 @@ class PopulationMonteCarlo:
         prior: a `Prior` (as for `ApproximateBayesianComputation`).
         simulator: `simulator(key, θ (p,))` -> one simulation; JAX-traceable.
         compressor: `compressor(d (n,) + input_shape)` -> (n, s); JAX-traceable.
-        F: None (Euclidean distance), (s, s) or (n_targets, s, s) Fisher matrix of the
-            distance.
-        gridsize: grid points per parameter for the marginals (an int or one per parameter).
-        distance_measure: None or `distance_measure(summaries (n, s), target (s,))` -> (n,).
+        F: None (default: Euclidean distance), (s, s) or (n_targets, s, s) Fisher matrix of
+            the distance.
+        gridsize: grid points per parameter for the marginals (an int or one per parameter,
+            each >= 2; default 100).
+        distance_measure: None (default) or
+            `distance_measure(summaries (n, s), target (s,))` -> (n,); exclusive with `F`.
+
+    Raises:
+        ValueError: data, prior or matrices of the wrong shape, or both `F` and
+            `distance_measure`.
+        TypeError: a prior, simulator or compressor that is not what is described above.
 
     Attributes:
         parameters: (n_targets, N, p) the final population of each target (after a call).
@@ -156,8 +167,10 @@ class PopulationMonteCarlo:
         marginals: a `Marginals` weighted histogram of the final populations.
     """
 
-    def __init__(self, target_data, prior, simulator, compressor, F=None, gridsize=100,
-                 distance_measure=None):
+    def __init__(self, target_data: ArrayLike, prior: Any, simulator: Simulator,
+                 compressor: Compressor, F: ArrayLike | None = None,
+                 gridsize: int | Sequence[int] = 100,
+                 distance_measure: Callable[[Array, Array], Array] | None = None) -> None:
         self.problem = make_problem(target_data, prior, simulator, compressor, F,
                                     distance_measure)
         self.grid = make_grid(self.problem.prior.low, self.problem.prior.high, gridsize)
@@ -167,11 +180,13 @@ class PopulationMonteCarlo:
         self.ϵ = self.n_simulations = self.history = self.marginals = None
 
     @property
-    def target_summaries(self):
+    def target_summaries(self) -> Array:
+        """(n_targets, s) the compressed target data."""
         return self.problem.target_summaries
 
-    def __call__(self, rng, n_points, n_initial_points, percentile=50., criterion=0.1,
-                 max_iterations=10, batch_size=None, smoothing=None, progress=True):
+    def __call__(self, rng: Key, n_points: int, n_initial_points: int, percentile: float = 50.,
+                 criterion: float = 0.1, max_iterations: int = 10, batch_size: int | None = None,
+                 smoothing: float | None = None, progress: bool = True) -> PopulationMonteCarlo:
         """Run ABC-PMC for every target, from a fresh initial population.
 
         Args:
@@ -181,23 +196,26 @@ class PopulationMonteCarlo:
                 n_points nearest to each target, equally weighted (drawn `batch_size` at a
                 time, rounded up to whole batches).
             percentile: in (0, 100): each round's ϵ is this percentile of the current
-                population's distances (the median by default, as in pyABC).
-            criterion: in (0, 1]: stop once a round's acceptance rate (accepted /
-                simulated) falls below it. A round that cannot reach it (N acceptances
+                population's distances (default 50, the median, as in pyABC).
+            criterion: in (0, 1] (default 0.1): stop once a round's acceptance rate
+                (accepted / simulated) falls below it. A round that cannot reach it (N acceptances
                 within N / criterion simulations) is abandoned, keeping the previous
                 population.
-            max_iterations: at most this many rounds after the initial population.
-            batch_size: simulations per jitted batch (None: n_points).
-            smoothing: None or the standard deviation, in grid cells, of a Gaussian
-                smoothing of the marginals.
-            progress: show a progress bar of the rounds, per target (stderr).
+            max_iterations: at most this many rounds after the initial population
+                (default 10).
+            batch_size: simulations per jitted batch (default None: n_points).
+            smoothing: None (default) or the standard deviation, in grid cells, of a
+                Gaussian smoothing of the marginals.
+            progress: show a progress bar of the rounds, per target, on stderr (default
+                True).
 
         Returns:
             self; see `parameters`, `weights` and `marginals`.
 
         Raises:
-            ValueError: sizes, `percentile` or `criterion` out of range.
-            TypeError: `progress` not a bool, or sizes not ints.
+            ValueError: sizes that are not positive ints or with `n_points` outside
+                [2, `n_initial_points`], or `percentile` or `criterion` out of range.
+            TypeError: `progress` not a bool.
         """
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
@@ -252,15 +270,41 @@ class PopulationMonteCarlo:
                                              smoothing=smoothing)
         return self
 
-    def marginal_plot(self, **kwargs):
-        """Corner plot of ``marginals``; keywords as ``imnn.lfi.plot_marginals``."""
+    def marginal_plot(self, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+        """Corner plot of ``marginals``.
+
+        Args:
+            **kwargs: keyword arguments of ``imnn.lfi.plot_marginals`` (``known``,
+                ``labels``, ``axes``, ...).
+
+        Returns:
+            (figure, axes), as ``imnn.lfi.plot_marginals``.
+
+        Raises:
+            ValueError: no call has made marginals yet.
+        """
         return plot_marginals(self.marginals, **kwargs)
 
-    def scatter_plot(self, **kwargs):
-        """Pairwise scatter of the final particles; keywords as ``imnn.lfi.plot_scatter``."""
+    def scatter_plot(self, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+        """Pairwise scatter of the final particles, one colour per target.
+
+        Args:
+            **kwargs: keyword arguments of ``imnn.lfi.plot_scatter``.
+
+        Returns:
+            (figure, axes), as ``imnn.lfi.plot_scatter``.
+        """
         return plot_scatter(list(self.parameters), **kwargs)
 
-    def scatter_summaries(self, **kwargs):
-        """Pairwise scatter of the final particles' summaries, the target summaries marked."""
+    def scatter_summaries(self, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+        """Pairwise scatter of the final particles' summaries, the target summaries marked.
+
+        Args:
+            **kwargs: keyword arguments of ``imnn.lfi.plot_scatter`` (``known`` defaults to
+                the target summaries).
+
+        Returns:
+            (figure, axes), as ``imnn.lfi.plot_scatter``.
+        """
         return plot_scatter(list(self.summaries),
                             **{"known": np.asarray(self.target_summaries), **kwargs})

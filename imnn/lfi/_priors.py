@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = Any
+from imnn._types import Array, ArrayLike, Key
 
 
 class Prior(Protocol):
@@ -21,9 +21,13 @@ class Prior(Protocol):
     low: Array
     high: Array
 
-    def sample(self, key: Array, n: int) -> Array: ...
+    def sample(self, key: Key, n: int) -> Array:
+        """``n`` draws from the prior, shape (n, p); JAX-traceable."""
+        ...
 
-    def log_prob(self, θ: Array) -> Array: ...
+    def log_prob(self, θ: Array) -> Array:
+        """The log density of each row of θ (n, p), shape (n,); −inf outside the support."""
+        ...
 
 
 @final
@@ -36,9 +40,13 @@ class Uniform:
 
     Raises:
         ValueError: the bounds are not finite 1-D arrays of the same shape with low < high.
+
+    Attributes:
+        low: (p,) the lower bounds, a JAX array.
+        high: (p,) the upper bounds, a JAX array.
     """
 
-    def __init__(self, low, high):
+    def __init__(self, low: ArrayLike, high: ArrayLike) -> None:
         low, high = np.atleast_1d(np.asarray(low, float)), np.atleast_1d(np.asarray(high, float))
         if low.ndim != 1 or low.shape != high.shape:
             raise ValueError("Uniform: `low` and `high` must be 1-D arrays of the same "
@@ -47,14 +55,31 @@ class Uniform:
             raise ValueError(f"Uniform: need finite `low` < `high`; got low={low}, high={high}")
         self.low, self.high = jnp.asarray(low), jnp.asarray(high)
 
-    def sample(self, key, n):
+    def sample(self, key: Key, n: int) -> Array:
+        """Uniform draws in the box.
+
+        Args:
+            key: a JAX PRNG key.
+            n: the number of draws.
+
+        Returns:
+            (n, p) draws, ``jax.random.uniform(key, (n, p), minval=low, maxval=high)``.
+        """
         return jax.random.uniform(key, (n, self.low.shape[0]), minval=self.low, maxval=self.high)
 
-    def log_prob(self, θ):
+    def log_prob(self, θ: Array) -> Array:
+        """The log density: −Σ log(high − low) inside the box (edges included), −inf outside.
+
+        Args:
+            θ: (n, p) parameters.
+
+        Returns:
+            (n,) log densities.
+        """
         inside = jnp.all((θ >= self.low) & (θ <= self.high), axis=-1)
         return jnp.where(inside, -jnp.sum(jnp.log(self.high - self.low)), -jnp.inf)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Uniform(low={np.asarray(self.low)}, high={np.asarray(self.high)})"
 
 
@@ -66,14 +91,14 @@ class _TFPPrior:
     p scalar distributions (e.g. ``Uniform(low=[..], high=[..])``); log_prob sums the latter.
     """
 
-    def __init__(self, distribution, low, high):
+    def __init__(self, distribution: Any, low: Array, high: Array) -> None:
         self.distribution, self.low, self.high = distribution, low, high
 
-    def sample(self, key, n):
+    def sample(self, key: Key, n: int) -> Array:
         return jnp.reshape(self.distribution.sample(sample_shape=(n,), seed=key),
                            (n, self.low.shape[0]))
 
-    def log_prob(self, θ):
+    def log_prob(self, θ: Array) -> Array:
         log_prob = self.distribution.log_prob(θ)
         return jnp.sum(log_prob, axis=-1) if log_prob.ndim == θ.ndim else log_prob
 
@@ -92,13 +117,13 @@ class _NumpyroPrior:
     there (which would warn about out-of-support values).
     """
 
-    def __init__(self, distribution, low, high):
+    def __init__(self, distribution: Any, low: Array, high: Array) -> None:
         self.distribution, self.low, self.high = distribution, low, high
 
-    def sample(self, key, n):
+    def sample(self, key: Key, n: int) -> Array:
         return jnp.reshape(self.distribution.sample(key, (n,)), (n, self.low.shape[0]))
 
-    def log_prob(self, θ):
+    def log_prob(self, θ: Array) -> Array:
         inside = jnp.reshape(self.distribution.support(θ), (θ.shape[0], -1)).all(axis=1)
         # Outside the support numpyro's log_prob is evaluated at the box's centre instead,
         # and replaced by −inf below.
@@ -108,17 +133,17 @@ class _NumpyroPrior:
         return jnp.where(inside, log_prob, -jnp.inf)
 
 
-def _is_numpyro_distribution(prior) -> bool:
+def _is_numpyro_distribution(prior: Any) -> bool:
     # Checked by the defining module, so that numpyro is never imported here.
     return any(cls.__module__.split(".")[0] == "numpyro" for cls in type(prior).__mro__)
 
 
-def _is_tfp_distribution(prior) -> bool:
+def _is_tfp_distribution(prior: Any) -> bool:
     # TFP distributions call their sampling key `seed` and carry event and batch shapes.
     return hasattr(prior, "event_shape") and hasattr(prior, "batch_shape")
 
 
-def as_prior(prior) -> Prior:
+def as_prior(prior: Any) -> Prior:
     """Checks ``prior`` against the Prior contract, adapting numpyro and TFP distributions.
 
     Args:
@@ -129,7 +154,8 @@ def as_prior(prior) -> Prior:
             ``low``/``high`` attributes (all but Uniform) need them set to the range of interest.
 
     Returns:
-        A Prior.
+        ``prior`` itself when it follows the contract, else an adapter of the numpyro or
+        TensorFlow-Probability distribution that does.
 
     Raises:
         TypeError: ``prior`` cannot be sampled or evaluated as documented.
@@ -162,7 +188,7 @@ def as_prior(prior) -> Prior:
     return prior
 
 
-def _needs_bounds(prior) -> str:
+def _needs_bounds(prior: Any) -> str:
     return (f"`prior` ({type(prior).__name__}) needs finite bounds `low` < `high`, arrays of shape "
             "(p,): the marginals are evaluated on a grid between them. For an unbounded "
             "distribution set them to the range of interest (prior.low = ..., prior.high = ...).")

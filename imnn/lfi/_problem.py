@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imnn._types import Array, ArrayLike, Compressor, Key, Simulator
 from imnn.lfi._priors import Prior, as_prior
-
-Array = Any
 
 
 class Problem(NamedTuple):
@@ -23,21 +22,22 @@ class Problem(NamedTuple):
     distance:         distance(summaries (n, s), target (s,), metric (s, s)) -> (n,).
     """
     prior: Prior
-    simulator: Callable
-    compressor: Callable
+    simulator: Simulator
+    compressor: Compressor
     target_summaries: Array
     metrics: Array
-    distance: Callable
+    distance: Callable[[Array, Array, Array], Array]
 
 
-def fisher_distance(summaries, target, metric):
+def fisher_distance(summaries: Array, target: Array, metric: Array) -> Array:
     """sqrt((x − x_t)ᵀ F (x − x_t)) for each row x of summaries (n, s) -> (n,)."""
     δ = summaries - target
     return jnp.sqrt(jnp.maximum(jnp.einsum("ni,ij,nj->n", δ, metric, δ), 0.))
 
 
-def make_problem(target_data, prior, simulator, compressor, F=None,
-                 distance_measure=None) -> Problem:
+def make_problem(target_data: ArrayLike, prior: Any, simulator: Simulator,
+                 compressor: Compressor, F: ArrayLike | None = None,
+                 distance_measure: Callable[[Array, Array], Array] | None = None) -> Problem:
     """Checks the arguments of ABC and PMC and compresses the target data.
 
     target_data: input_shape (one target) or (n_targets,) + input_shape, where input_shape
@@ -69,12 +69,12 @@ def make_problem(target_data, prior, simulator, compressor, F=None,
     if distance_measure is None:
         distance = fisher_distance
     else:
-        def distance(summaries, target, metric):
+        def distance(summaries: Array, target: Array, metric: Array) -> Array:
             return distance_measure(summaries, target)
     return Problem(prior, simulator, compressor, target_summaries, jnp.asarray(metrics), distance)
 
 
-def _check_F(F, n_targets, s):
+def _check_F(F: ArrayLike, n_targets: int, s: int) -> np.ndarray:
     F = np.asarray(F, float)
     if F.shape == (s, s):
         F = np.broadcast_to(F, (n_targets, s, s))
@@ -86,19 +86,19 @@ def _check_F(F, n_targets, s):
     return F
 
 
-def simulate(problem: Problem, key, θ):
+def simulate(problem: Problem, key: Key, θ: Array) -> Array:
     """θ (n, p) -> summaries (n, s) of one simulation at each θ, with keys split from key."""
     simulations = jax.vmap(problem.simulator)(jax.random.split(key, θ.shape[0]), θ)
     return problem.compressor(simulations)
 
 
-def distances(problem: Problem, summaries):
+def distances(problem: Problem, summaries: Array) -> Array:
     """summaries (n, s) -> (n_targets, n) distances to every target."""
     return jax.vmap(problem.distance, (None, 0, 0))(
         summaries, problem.target_summaries, problem.metrics)
 
 
-def draw_from_prior(problem: Problem, key, n: int):
+def draw_from_prior(problem: Problem, key: Key, n: int) -> tuple[Array, Array, Array]:
     """n prior draws -> parameters (n, p), summaries (n, s), distances (n_targets, n)."""
     key_prior, key_simulate = jax.random.split(key)
     θ = problem.prior.sample(key_prior, n)

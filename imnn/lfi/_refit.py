@@ -2,12 +2,13 @@
 parameters, refit at the estimate, and repeat."""
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
 from imnn._checks import positive_integer
+from imnn._types import ArrayLike, Key
 
 
 class RefitRound(NamedTuple):
@@ -23,8 +24,9 @@ class RefitRound(NamedTuple):
     estimate: np.ndarray
 
 
-def fit_and_refit(make_imnn: Callable, target_data, θ_fid, n_rounds: int, λ: float, ε: float,
-                  rng=None, **fit_kwargs) -> list[RefitRound]:
+def fit_and_refit(make_imnn: Callable[[np.ndarray], Any], target_data: ArrayLike,
+                  θ_fid: ArrayLike, n_rounds: int, λ: float, ε: float, rng: Key | None = None,
+                  **fit_kwargs: Any) -> list[RefitRound]:
     """Fit at θ_fid, estimate θ̂ for ``target_data`` (one simulation), refit a
     new IMNN at θ̂ initialised from the last network, ``n_rounds`` times.
 
@@ -37,8 +39,8 @@ def fit_and_refit(make_imnn: Callable, target_data, θ_fid, n_rounds: int, λ: f
         n_rounds: the number of fits (>= 1).
         λ: the regularisation strength of every fit.
         ε: the covariance tolerance of every fit.
-        rng: a JAX PRNG key, split once per round, for every `fit` (simulator classes need
-            it).
+        rng: None (default) or a JAX PRNG key, split once per round, for every `fit`
+            (simulator classes need it).
         **fit_kwargs: further keyword arguments of every `fit` (patience, ...).
 
     Returns:
