@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> bool:
     """Whether ``value`` is an integer (Python or NumPy), booleans excluded.
 
     Args:
@@ -27,13 +27,13 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def positive_int(name: str, value, minimum: int = 1) -> int:
+def positive_int(name: str, value: object, minimum: int = 1) -> int:
     """A size or count given to an IMNN class or its ``fit``.
 
     Args:
         name: the argument's name, used in the message.
         value: the value given.
-        minimum: the smallest value allowed: 1 (a positive integer) or 0 (a
+        minimum: the smallest value allowed: 1 (default; a positive integer) or 0 (a
             non-negative integer).
 
     Returns:
@@ -51,7 +51,7 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def positive_integer(name: str, value) -> int:
+def positive_integer(name: str, value: object) -> int:
     """A positive integer setting (layer widths, numbers of rounds), refused
     with a ValueError whatever is wrong.
 
@@ -71,7 +71,7 @@ def positive_integer(name: str, value) -> int:
     return int(value)
 
 
-def int_at_least(name: str, value, minimum: int) -> int:
+def int_at_least(name: str, value: object, minimum: int) -> int:
     """An integer with a lower bound (a simulator's size), refused with a
     ValueError whatever is wrong.
 
@@ -92,7 +92,7 @@ def int_at_least(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def quoted_int(name: str, value, minimum: int) -> int:
+def quoted_int(name: str, value: object, minimum: int) -> int:
     """An integer with a lower bound, the argument's name quoted in back-ticks
     (the TFRecords writer's wording).
 
@@ -115,7 +115,7 @@ def quoted_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def quoted_bool(name: str, value) -> bool:
+def quoted_bool(name: str, value: object) -> bool:
     """A flag, the argument's name quoted in back-ticks.
 
     Args:
@@ -133,7 +133,7 @@ def quoted_bool(name: str, value) -> bool:
     return bool(value)
 
 
-def positive_ints(**values) -> None:
+def positive_ints(**values: object) -> None:
     """Several positive integer settings of an LFI method at once.
 
     Args:
@@ -149,7 +149,7 @@ def positive_ints(**values) -> None:
             raise ValueError(f"`{name}` must be a positive int; got {value!r}")
 
 
-def positive_number(name: str, value) -> float:
+def positive_number(name: str, value: object) -> float:
     """A positive finite real number (a rate or a scale).
 
     Args:
@@ -170,7 +170,7 @@ def positive_number(name: str, value) -> float:
     return float(value)
 
 
-def positive_entry(argument: str, what: str, value) -> None:
+def positive_entry(argument: str, what: str, value: float) -> None:
     """One entry of a parameter vector that must be above 0 (a variance, an
     amplitude).
 

@@ -26,6 +26,7 @@ import sys
 from typing import Any, Callable, NamedTuple
 
 from . import nn
+from ._types import Array, Key, Shape, Weights
 
 KINDS = ("imnn.nn", "init_apply", "flax.linen", "flax.nnx", "equinox", "function")
 
@@ -48,17 +49,17 @@ class Adapted(NamedTuple):
     the kinds whose initial weights are the model's own arrays).
     apply(weights, d) -> the model's output for one simulation d of shape input_shape.
     """
-    init: Callable
-    apply: Callable
+    init: Callable[[Key], Weights]
+    apply: Callable[[Weights, Array], Array]
 
 
-def _library_class(module_name: str, class_name: str):
+def _library_class(module_name: str, class_name: str) -> type | None:
     """The class ``module_name.class_name`` if that library is already imported, else None."""
     module = sys.modules.get(module_name)
     return None if module is None else getattr(module, class_name, None)
 
 
-def _module_kind(obj) -> str | None:
+def _module_kind(obj: Any) -> str | None:
     """The kind of a flax.linen / flax.nnx / equinox Module instance, or None."""
     roots = {cls.__module__.split(".")[0] for cls in type(obj).__mro__}
     if not roots & {"flax", "equinox"}:
@@ -113,14 +114,15 @@ def _module_kind_of_class(cls: type) -> bool:
     return any(c.__module__.split(".")[0] in ("flax", "equinox") for c in cls.__mro__)
 
 
-def adapt(model: Any, kind: str, input_shape: tuple, dtype) -> Adapted:
+def adapt(model: Any, kind: str, input_shape: Shape, dtype: Any) -> Adapted:
     """``init`` and ``apply`` of a model of any kind but ``"imnn.nn"``.
 
     Args:
         model: the model, of kind ``kind`` (``model_kind(model)``).
         kind: ``model_kind(model)``, not ``"imnn.nn"``.
         input_shape: the shape of one simulation (no batch axis).
-        dtype: the floating-point dtype of the fit (initialisation input of flax.linen).
+        dtype: the floating-point dtype of the fit, a NumPy dtype or what ``numpy.dtype``
+            accepts (the initialisation input of flax.linen).
 
     Returns:
         Adapted(init, apply), the weights not yet cast to ``dtype``.
@@ -132,20 +134,20 @@ def adapt(model: Any, kind: str, input_shape: tuple, dtype) -> Adapted:
     return _ADAPTERS[kind](model, tuple(input_shape), dtype)
 
 
-def _init_apply(model, input_shape, dtype) -> Adapted:
+def _init_apply(model: Any, input_shape: Shape, dtype: Any) -> Adapted:
     user_init, user_apply = model
     return Adapted(lambda key: user_init(key, input_shape)[1], user_apply)
 
 
-def _function(model, input_shape, dtype) -> Adapted:
+def _function(model: nn.FunctionModel, input_shape: Shape, dtype: Any) -> Adapted:
     return Adapted(lambda key: model.params, model.apply)
 
 
-def _linen(module, input_shape, dtype) -> Adapted:
+def _linen(module: Any, input_shape: Shape, dtype: Any) -> Adapted:
     import jax
     import jax.numpy as jnp
 
-    def variables(key):
+    def variables(key: Key) -> dict:
         return module.init(key, jnp.zeros(input_shape, dtype))
 
     collections = jax.eval_shape(variables, jax.random.PRNGKey(0))
@@ -160,7 +162,7 @@ def _linen(module, input_shape, dtype) -> Adapted:
                    lambda w, d: module.apply({"params": w}, d))
 
 
-def _nnx(module, input_shape, dtype) -> Adapted:
+def _nnx(module: Any, input_shape: Shape, dtype: Any) -> Adapted:
     from flax import nnx
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
@@ -177,7 +179,7 @@ def _nnx(module, input_shape, dtype) -> Adapted:
     return Adapted(lambda key: weights, lambda w, d: nnx.merge(graphdef, w, rest)(d))
 
 
-def _equinox(module, input_shape, dtype) -> Adapted:
+def _equinox(module: Any, input_shape: Shape, dtype: Any) -> Adapted:
     import equinox as eqx
 
     weights, static = eqx.partition(module, eqx.is_inexact_array)

@@ -20,8 +20,12 @@ requires must be there; errors name what is missing or superfluous.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING, Any
 
 from . import classes, datasets
+
+if TYPE_CHECKING:
+    from .classes import _IMNN
 
 AGGREGATION = ("host", "devices", "n_per_device")
 DATA = ("simulator", "fiducial", "derivative", "main", "remaining")
@@ -31,7 +35,7 @@ LEADING = ("n_s", "n_d", "n_params", "n_summaries", "input_shape", "θ_fid", "mo
            "optimiser", "key_or_state")
 
 
-def IMNN(*args, verbose: bool = False, **kwargs):
+def IMNN(*args: Any, verbose: bool = False, **kwargs: Any) -> _IMNN:
     """Build the IMNN class that the arguments describe (see module docstring).
 
     Every constructor argument may be passed by keyword, e.g.
@@ -43,14 +47,17 @@ def IMNN(*args, verbose: bool = False, **kwargs):
     Args:
         *args: the nine shared arguments, in that order (or fewer, the rest by
             keyword).
-        verbose: print which class the arguments select.
+        verbose: print which class the arguments select (default False).
         **kwargs: every other constructor argument, by keyword.
 
     Returns:
-        An instance of the selected class.
+        An instance of the selected class (one of the eight classes in the module
+        docstring's table).
 
     Raises:
-        TypeError: unknown, missing, superfluous or contradictory arguments.
+        TypeError: unknown, missing, superfluous or contradictory arguments, or
+            ``verbose`` not a bool; the chosen class's own checks raise as that class
+            does.
     """
     if len(args) > len(LEADING):
         raise TypeError(f"IMNN takes at most {len(LEADING)} positional arguments "
@@ -83,7 +90,7 @@ def IMNN(*args, verbose: bool = False, **kwargs):
     return cls(**kwargs)
 
 
-def _choose(kwargs) -> type:
+def _choose(kwargs: dict[str, Any]) -> type:
     given = [name for name in DATA if name in kwargs]
     families = {"simulator": [n for n in given if n == "simulator"],
                 "arrays or iterators": [n for n in given if n in ("fiducial", "derivative")],
@@ -143,22 +150,22 @@ CLASSES = (classes.SimulatorIMNN, classes.AggregatedSimulatorIMNN, classes.Gradi
            datasets.DatasetNumericalGradientIMNN)
 
 
-def _known() -> set:
+def _known() -> set[str]:
     return {name for cls in CLASSES for name in inspect.signature(cls).parameters}
 
 
-def _need_aggregation(aggregated, name):
+def _need_aggregation(aggregated: bool, name: str) -> None:
     if not aggregated:
         raise TypeError(f"{name} needs host, devices and n_per_device: lists of iterators "
                         "serve one device each")
 
 
-def _is_iterator_list(value) -> bool:
+def _is_iterator_list(value: Any) -> bool:
     return (isinstance(value, (list, tuple)) and len(value) > 0
             and all(hasattr(v, "__next__") for v in value))
 
 
-def _why(superfluous, cls) -> str:
+def _why(superfluous: list[str], cls: type) -> str:
     hints = []
     if "δθ" in superfluous:
         hints.append("δθ is only for numerical derivatives (fiducial and derivative with "
@@ -173,11 +180,11 @@ def _why(superfluous, cls) -> str:
     return "".join(f"; {hint}" for hint in hints)
 
 
-def _names(names) -> str:
+def _names(names: list[str] | tuple[str, ...]) -> str:
     return ", ".join(names)
 
 
-def _be(names) -> str:
+def _be(names: list[str]) -> str:
     return "is" if len(names) == 1 else "are"
 
 

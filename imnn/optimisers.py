@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import nn
+from ._types import PyTree, Weights
 from .contracts import Optimiser
 
 if TYPE_CHECKING:
@@ -27,12 +28,25 @@ class LegacyState(NamedTuple):
     inner: Any
 
 
-def as_optimiser(optimiser) -> Optimiser:
-    """Adapt a user's optimiser; raise TypeError for anything else."""
+def as_optimiser(optimiser: Any) -> Optimiser:
+    """Adapt a user's optimiser to the pure ``init``/``update`` interface.
+
+    Args:
+        optimiser: an ``optax.GradientTransformation`` (anything with callable ``init``
+            and ``update``), or the ``(init, update, get_params)`` triple of
+            ``jax.example_libraries.optimizers``.
+
+    Returns:
+        ``Optimiser(init, update)``: ``init(w) -> state`` and
+        ``update(grads, state, w) -> (new_w, new_state)``.
+
+    Raises:
+        TypeError: ``optimiser`` is neither.
+    """
     if _is_optax(optimiser):
         import optax
 
-        def update(grads, state, w):
+        def update(grads: Weights, state: PyTree, w: Weights) -> tuple[Weights, PyTree]:
             updates, state = optimiser.update(grads, state, w)
             return optax.apply_updates(w, updates), state
 
@@ -40,10 +54,11 @@ def as_optimiser(optimiser) -> Optimiser:
     if _is_legacy_triple(optimiser):
         legacy_init, legacy_update, get_params = optimiser
 
-        def init(w):
+        def init(w: Weights) -> LegacyState:
             return LegacyState(0, legacy_init(w))
 
-        def update(grads, state, w):
+        def update(grads: Weights, state: LegacyState, w: Weights
+                   ) -> tuple[Weights, LegacyState]:
             inner = legacy_update(state.step, grads, state.inner)
             return get_params(inner), LegacyState(state.step + 1, inner)
 
@@ -54,11 +69,11 @@ def as_optimiser(optimiser) -> Optimiser:
         f"{type(optimiser).__name__}")
 
 
-def _is_optax(obj) -> bool:
+def _is_optax(obj: Any) -> bool:
     return callable(getattr(obj, "init", None)) and callable(getattr(obj, "update", None))
 
 
-def _is_legacy_triple(obj) -> bool:
+def _is_legacy_triple(obj: Any) -> bool:
     return isinstance(obj, tuple) and len(obj) == 3 and all(callable(f) for f in obj)
 
 
@@ -147,7 +162,7 @@ class FitRecipe:
     final_learning_rate: float
     best: bool
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("n_s", "n_d", "width", "max_iterations", "patience", "min_iterations"):
             value = getattr(self, name)
             least = 0 if name == "min_iterations" else 1

@@ -1,18 +1,44 @@
 """Plots of a fit's history."""
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
+
+from ._types import ArrayLike
 
 PANELS = (("detF", r"$|{\bf F}|$", "linear"), ("detC", r"$|{\bf C}|$", "log"),
           ("detinvC", r"$|{\bf C}^{-1}|$", "log"), ("Λ2", r"$\Lambda_2$", "linear"),
           ("r", r"$r$", "linear"))
 
 
-def plot_history(history, ax=None, expected_detF=None, colour="C0", figsize=(5, 15),
-                 label="", filename=None, ncol=1):
+def plot_history(history: Mapping[str, ArrayLike], ax: ArrayLike | None = None,
+                 expected_detF: float | None = None, colour: Any = "C0",
+                 figsize: tuple[float, float] = (5, 15), label: str = "",
+                 filename: str | os.PathLike | None = None, ncol: int = 1) -> np.ndarray:
     """Stacked panels: det F (with the expected value), det C and det C⁻¹ (log
-    scale, line at 1), Λ2 and r; training solid, validation dotted. Returns the
-    axes, so a second history can be drawn over them."""
+    scale, line at 1), Λ2 and r; training solid, validation dotted.
+
+    Args:
+        history: a fit's history: ``{"detF", "detC", "detinvC", "Λ2", "r"}`` and the
+            same names prefixed ``val_``, each (n_iterations,) (a validation entry may be
+            empty).
+        ax: None (default: a new figure) or the 5 axes of an earlier call, to draw over.
+        expected_detF: None (default) or the expected det F, drawn as a dashed line.
+        colour: the matplotlib colour of the lines (default ``"C0"``).
+        figsize: the new figure's size in inches (default (5, 15)).
+        label: prefix of the legend entries (default ``""``).
+        filename: None (default) or a path the figure is saved to.
+        ncol: columns of the legend (default 1).
+
+    Returns:
+        (5,) the axes, so that a second history can be drawn over them.
+
+    Raises:
+        ValueError: ``ax`` does not hold 5 axes.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import numpy as np
 import scipy.linalg
 
 from ._checks import int_at_least, positive_entry
+from ._types import Array, ArrayLike, Key, Shape
 
 
 @runtime_checkable
@@ -37,28 +38,35 @@ class AnalyticSimulator(Protocol):
     """What every built-in simulator provides (see the module docstring)."""
     name: str
     n_params: int
-    input_shape: tuple
+    input_shape: Shape
     θ_fid: np.ndarray
 
-    def simulate(self, key, θ): ...
+    def simulate(self, key: Key, θ: ArrayLike) -> Array:
+        """One simulation of shape ``input_shape`` at θ (p,); JAX-traceable."""
+        ...
 
-    def simulate_numpy(self, key, θ) -> tuple[np.ndarray, np.ndarray]: ...
+    def simulate_numpy(self, key: Key, θ: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """One simulation and its θ-derivative, ``input_shape`` and ``input_shape + (p,)``,
+        in float64 NumPy."""
+        ...
 
-    def fisher(self, θ=None) -> np.ndarray: ...
+    def fisher(self, θ: ArrayLike | None = None) -> np.ndarray:
+        """The exact Fisher matrix (p, p) at θ (default ``θ_fid``), float64."""
+        ...
 
 
 # --- shared helpers ------------------------------------------------------------
 
-def _noise(key, shape) -> jax.Array:
+def _noise(key: Key, shape: Shape) -> jax.Array:
     """Standard normals drawn as float32: the same numbers with or without x64."""
     return jax.random.normal(key, shape, jnp.float32)
 
 
-def _numpy_noise(key, shape) -> np.ndarray:
+def _numpy_noise(key: Key, shape: Shape) -> np.ndarray:
     return np.asarray(_noise(key, shape), dtype=np.float64)
 
 
-def _jax_parameters(θ, n_params: int) -> jax.Array:
+def _jax_parameters(θ: ArrayLike, n_params: int) -> jax.Array:
     """θ as a floating JAX array of shape (n_params,) (the shape is static under jit)."""
     θ = jnp.asarray(θ)
     if θ.shape != (n_params,):
@@ -66,7 +74,7 @@ def _jax_parameters(θ, n_params: int) -> jax.Array:
     return θ.astype(jnp.promote_types(θ.dtype, jnp.float32))
 
 
-def _numpy_parameters(θ, n_params: int, argument: str) -> np.ndarray:
+def _numpy_parameters(θ: ArrayLike, n_params: int, argument: str) -> np.ndarray:
     """θ as a finite float64 NumPy array of shape (n_params,)."""
     θ = np.asarray(θ, dtype=np.float64)
     if θ.shape != (n_params,):
@@ -86,11 +94,12 @@ def _read_only(θ: np.ndarray) -> np.ndarray:
 # d_i = μ + sqrt(σ²) z_i. The variance-only simulator is the same model with μ = 0,
 # so both classes use these three functions.
 
-def _gaussian_simulate(key, n: int, μ, σ2) -> jax.Array:
+def _gaussian_simulate(key: Key, n: int, μ: Array | float, σ2: Array) -> jax.Array:
     return μ + jnp.sqrt(σ2) * _noise(key, (n,)).astype(σ2.dtype)
 
 
-def _gaussian_simulate_numpy(key, n: int, μ: float, σ2: float):
+def _gaussian_simulate_numpy(key: Key, n: int, μ: float, σ2: float
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> d (n,), ∂d/∂μ (n,), ∂d/∂σ² (n,)."""
     z = _numpy_noise(key, (n,))
     return μ + np.sqrt(σ2) * z, np.ones(n), z / (2.0 * np.sqrt(σ2))
@@ -105,15 +114,16 @@ class _GaussianDraws:
     """n Gaussian draws whose variance σ² is the last parameter (the two
     dataclasses below): checks and the input shape."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         int_at_least("n", self.n, 1)
         object.__setattr__(self, "θ_fid", _read_only(self._parameters(self.θ_fid, "θ_fid")))
 
     @property
-    def input_shape(self) -> tuple:
+    def input_shape(self) -> Shape:
+        """The shape of one simulation, (n,)."""
         return (self.n,)
 
-    def _parameters(self, θ, argument: str) -> np.ndarray:
+    def _parameters(self, θ: ArrayLike, argument: str) -> np.ndarray:
         θ = _numpy_parameters(θ, self.n_params, argument)
         positive_entry(argument, f"σ² = θ[{self.n_params - 1}]", θ[-1])
         return θ
@@ -125,26 +135,67 @@ class GaussianMeanVariance(_GaussianDraws):
 
     input_shape (n,). F = diag(n/σ², n/(2σ⁴)): diag(10, 5), det F = 50 at the
     default θ_fid = (0, 1) with n = 10.
+
+    Args:
+        n: draws per simulation, >= 1 (default 10).
+        θ_fid: (2,) the fiducial (μ, σ²), finite, σ² > 0 (default (0, 1)); stored as a
+            read-only float64 array.
+
+    Raises:
+        ValueError: ``n`` not an integer >= 1, or ``θ_fid`` not as described.
     """
     n: int = 10
-    θ_fid: Any = (0.0, 1.0)
+    θ_fid: ArrayLike = (0.0, 1.0)
 
     name: ClassVar[str] = "gaussian_mean_variance"
     n_params: ClassVar[int] = 2
 
-    def simulate(self, key, θ) -> jax.Array:
-        """One simulation, shape (n,)."""
+    def simulate(self, key: Key, θ: ArrayLike) -> jax.Array:
+        """One simulation; JAX-traceable (jit, vmap, jvp in θ).
+
+        Args:
+            key: a JAX PRNG key.
+            θ: (2,) the parameters (μ, σ²).
+
+        Returns:
+            (n,) the draws, in θ's floating dtype (at least float32).
+
+        Raises:
+            ValueError: θ not of shape (2,).
+        """
         θ = _jax_parameters(θ, 2)
         return _gaussian_simulate(key, self.n, θ[0], θ[1])
 
-    def simulate_numpy(self, key, θ) -> tuple[np.ndarray, np.ndarray]:
-        """-> d (n,), ∂d/∂θ (n, 2), float64."""
+    def simulate_numpy(self, key: Key, θ: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """One simulation and its θ-derivative in float64 NumPy (the same noise as
+        ``simulate`` for the same key).
+
+        Args:
+            key: a JAX PRNG key.
+            θ: (2,) the parameters (μ, σ²), finite, σ² > 0.
+
+        Returns:
+            d (n,) and ∂d/∂θ (n, 2).
+
+        Raises:
+            ValueError: θ not finite of shape (2,), or σ² <= 0.
+        """
         μ, σ2 = self._parameters(θ, "θ")
         d, dd_dμ, dd_dσ2 = _gaussian_simulate_numpy(key, self.n, μ, σ2)
         return d, np.stack([dd_dμ, dd_dσ2], axis=-1)
 
-    def fisher(self, θ=None) -> np.ndarray:
-        """diag(n/σ², n/(2σ⁴)), shape (2, 2)."""
+    def fisher(self, θ: ArrayLike | None = None) -> np.ndarray:
+        """The exact Fisher matrix diag(n/σ², n/(2σ⁴)).
+
+        Args:
+            θ: (2,) the parameters (μ, σ²); None (default) for ``θ_fid``.
+
+        Returns:
+            (2, 2) float64.
+
+        Raises:
+            ValueError: θ not finite of shape (2,), or σ² <= 0.
+        """
         _, σ2 = self._parameters(self.θ_fid if θ is None else θ, "θ")
         return np.diag(_gaussian_fisher(self.n, σ2))
 
@@ -154,39 +205,90 @@ class GaussianVariance(_GaussianDraws):
     """n independent draws d_i = sqrt(σ²) z_i, z_i ~ N(0, 1); θ = (σ²,).
 
     input_shape (n,). F = n/(2σ⁴): 5 at the default θ_fid = (1,) with n = 10.
+
+    Args:
+        n: draws per simulation, >= 1 (default 10).
+        θ_fid: (1,) the fiducial (σ²,), finite and > 0 (default (1,)); stored as a
+            read-only float64 array.
+
+    Raises:
+        ValueError: ``n`` not an integer >= 1, or ``θ_fid`` not as described.
     """
     n: int = 10
-    θ_fid: Any = (1.0,)
+    θ_fid: ArrayLike = (1.0,)
 
     name: ClassVar[str] = "gaussian_variance"
     n_params: ClassVar[int] = 1
 
-    def simulate(self, key, θ) -> jax.Array:
-        """One simulation, shape (n,)."""
+    def simulate(self, key: Key, θ: ArrayLike) -> jax.Array:
+        """One simulation; JAX-traceable (jit, vmap, jvp in θ).
+
+        Args:
+            key: a JAX PRNG key.
+            θ: (1,) the parameter (σ²,).
+
+        Returns:
+            (n,) the draws, in θ's floating dtype (at least float32).
+
+        Raises:
+            ValueError: θ not of shape (1,).
+        """
         θ = _jax_parameters(θ, 1)
         return _gaussian_simulate(key, self.n, 0.0, θ[0])
 
-    def simulate_numpy(self, key, θ) -> tuple[np.ndarray, np.ndarray]:
-        """-> d (n,), ∂d/∂θ (n, 1), float64."""
+    def simulate_numpy(self, key: Key, θ: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """One simulation and its θ-derivative in float64 NumPy (the same noise as
+        ``simulate`` for the same key).
+
+        Args:
+            key: a JAX PRNG key.
+            θ: (1,) the parameter (σ²,), finite and > 0.
+
+        Returns:
+            d (n,) and ∂d/∂θ (n, 1).
+
+        Raises:
+            ValueError: θ not finite of shape (1,), or σ² <= 0.
+        """
         (σ2,) = self._parameters(θ, "θ")
         d, _, dd_dσ2 = _gaussian_simulate_numpy(key, self.n, 0.0, σ2)
         return d, dd_dσ2[:, None]
 
-    def fisher(self, θ=None) -> np.ndarray:
-        """[[n/(2σ⁴)]], shape (1, 1)."""
+    def fisher(self, θ: ArrayLike | None = None) -> np.ndarray:
+        """The exact Fisher matrix [[n/(2σ⁴)]].
+
+        Args:
+            θ: (1,) the parameter (σ²,); None (default) for ``θ_fid``.
+
+        Returns:
+            (1, 1) float64.
+
+        Raises:
+            ValueError: θ not finite of shape (1,), or σ² <= 0.
+        """
         (σ2,) = self._parameters(self.θ_fid if θ is None else θ, "θ")
         return np.array([[_gaussian_fisher(self.n, σ2)[1]]])
 
 
 # --- 2-D Gaussian random field ------------------------------------------------------
 
-def power_law_fisher(k, θ) -> np.ndarray:
+def power_law_fisher(k: ArrayLike, θ: ArrayLike) -> np.ndarray:
     """Mode-counting Fisher of P(k) = A k^−B, θ = (A, B): ½ Σ_modes ∂lnP/∂θ_i ∂lnP/∂θ_j.
 
-    k: wavenumbers (any shape, all > 0), one entry per independent real Gaussian
-    degree of freedom with variance ∝ P(k). ∂lnP/∂A = 1/A, ∂lnP/∂B = −ln k.
-    Returns (2, 2) float64. det F does not depend on the units of k (they shift
-    ln k by a constant); F_AB and F_BB do.
+    ∂lnP/∂A = 1/A, ∂lnP/∂B = −ln k. det F does not depend on the units of k (they
+    shift ln k by a constant); F_AB and F_BB do.
+
+    Args:
+        k: wavenumbers (any shape, all > 0), one entry per independent real Gaussian
+            degree of freedom with variance ∝ P(k).
+        θ: (2,) the parameters (A, B), finite, A > 0.
+
+    Returns:
+        (2, 2) float64.
+
+    Raises:
+        ValueError: ``k`` empty or not finite and positive, or θ not finite of shape (2,)
+            with A > 0.
     """
     k = np.asarray(k, dtype=np.float64).ravel()
     if k.size == 0 or not np.all(k > 0) or not np.all(np.isfinite(k)):
@@ -196,13 +298,14 @@ def power_law_fisher(k, θ) -> np.ndarray:
     return 0.5 * score @ score.T
 
 
-def _field_parameters(θ, argument: str) -> np.ndarray:
+def _field_parameters(θ: ArrayLike, argument: str) -> np.ndarray:
     θ = _numpy_parameters(θ, 2, argument)
     positive_entry(argument, "A = θ[0]", θ[0])
     return θ
 
 
-def _field_numpy(z: np.ndarray, amplitude: np.ndarray, d_amplitude: np.ndarray):
+def _field_numpy(z: np.ndarray, amplitude: np.ndarray, d_amplitude: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The linear map z -> d = Re ifft2(amplitude · fft2(z)) and its θ-derivative.
 
     z (..., N, N), amplitude (N, N), d_amplitude (p, N, N) -> d (..., N, N),
@@ -252,20 +355,29 @@ class GaussianRandomField:
     3969/2 = 1984.5), a quarter of the field's information per parameter. Counting
     all N² − 1 = 16383 degrees of freedom of this simulator gives
     F = [[8191.5, −6365.164], [−6365.164, 7076.180]], det F = 17 449 217.9.
+
+    Args:
+        N: pixels per side, >= 2 (default 32).
+        θ_fid: (2,) the fiducial (A, B), finite, A > 0 (default (1, 0.5)); stored as a
+            read-only float64 array.
+
+    Raises:
+        ValueError: ``N`` not an integer >= 2, or ``θ_fid`` not as described.
     """
     N: int = 32
-    θ_fid: Any = (1.0, 0.5)
+    θ_fid: ArrayLike = (1.0, 0.5)
 
     name: ClassVar[str] = "gaussian_random_field"
     n_params: ClassVar[int] = 2
     pixel_fisher_max_N: ClassVar[int] = 32
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         int_at_least("N", self.N, 2)
         object.__setattr__(self, "θ_fid", _read_only(_field_parameters(self.θ_fid, "θ_fid")))
 
     @property
-    def input_shape(self) -> tuple:
+    def input_shape(self) -> Shape:
+        """The shape of one simulation, (N, N)."""
         return (self.N, self.N)
 
     @cached_property
@@ -279,8 +391,19 @@ class GaussianRandomField:
         """ln k with 0 at k = 0 (where the amplitude is masked to zero anyway)."""
         return _read_only(np.log(np.where(self.k > 0, self.k, 1.0)))
 
-    def simulate(self, key, θ) -> jax.Array:
-        """One field, shape (N, N), in θ's floating dtype."""
+    def simulate(self, key: Key, θ: ArrayLike) -> jax.Array:
+        """One field; JAX-traceable (jit, vmap, jvp in θ).
+
+        Args:
+            key: a JAX PRNG key.
+            θ: (2,) the parameters (A, B).
+
+        Returns:
+            (N, N) the field, in θ's floating dtype (at least float32).
+
+        Raises:
+            ValueError: θ not of shape (2,).
+        """
         θ = _jax_parameters(θ, 2)
         A, B = θ[0], θ[1]
         half = self.N // 2 + 1  # rfft2 keeps last-axis frequencies 0..N//2
@@ -290,19 +413,43 @@ class GaussianRandomField:
         z = _noise(key, self.input_shape).astype(θ.dtype)
         return jnp.fft.irfft2(amplitude * jnp.fft.rfft2(z), s=self.input_shape)
 
-    def _amplitude_numpy(self, θ, argument: str) -> tuple[np.ndarray, np.ndarray]:
+    def _amplitude_numpy(self, θ: ArrayLike, argument: str) -> tuple[np.ndarray, np.ndarray]:
         """a(k) = sqrt(A) k^(−B/2) (0 at k = 0), (N, N), and ∂a/∂θ, (2, N, N)."""
         A, B = _field_parameters(θ, argument)
         a = np.where(self.k > 0, np.sqrt(A) * np.exp(-0.5 * B * self._log_k), 0.0)
         return a, np.stack([a / (2.0 * A), -0.5 * self._log_k * a])
 
-    def simulate_numpy(self, key, θ) -> tuple[np.ndarray, np.ndarray]:
-        """-> d (N, N), ∂d/∂θ (N, N, 2), float64."""
+    def simulate_numpy(self, key: Key, θ: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """One field and its θ-derivative in float64 NumPy (the same noise as
+        ``simulate`` for the same key).
+
+        Args:
+            key: a JAX PRNG key.
+            θ: (2,) the parameters (A, B), finite, A > 0.
+
+        Returns:
+            d (N, N) and ∂d/∂θ (N, N, 2).
+
+        Raises:
+            ValueError: θ not finite of shape (2,), or A <= 0.
+        """
         a, da = self._amplitude_numpy(θ, "θ")
         return _field_numpy(_numpy_noise(key, self.input_shape), a, da)
 
-    def fisher(self, θ=None, method: str = "modes") -> np.ndarray:
-        """Exact Fisher matrix (2, 2); see the class docstring for the two methods."""
+    def fisher(self, θ: ArrayLike | None = None, method: str = "modes") -> np.ndarray:
+        """The exact Fisher matrix; see the class docstring for the two methods.
+
+        Args:
+            θ: (2,) the parameters (A, B); None (default) for ``θ_fid``.
+            method: ``"modes"`` (default, any N) or ``"pixel"`` (N <= 32).
+
+        Returns:
+            (2, 2) float64.
+
+        Raises:
+            ValueError: θ not finite of shape (2,) with A > 0, an unknown ``method``, or
+                ``"pixel"`` with N > 32.
+        """
         θ = self.θ_fid if θ is None else θ
         if method == "modes":
             return power_law_fisher(self.k[self.k > 0], θ)
@@ -310,7 +457,7 @@ class GaussianRandomField:
             return self._pixel_fisher(θ)
         raise ValueError(f"method must be 'modes' or 'pixel', got {method!r}")
 
-    def _pixel_fisher(self, θ) -> np.ndarray:
+    def _pixel_fisher(self, θ: ArrayLike) -> np.ndarray:
         if self.N > self.pixel_fisher_max_N:
             raise ValueError(
                 f"method='pixel' builds N²×N² matrices and is limited to "
