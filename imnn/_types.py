@@ -12,31 +12,31 @@ from typing import Any
 import jax
 import numpy as np
 
-#: A JAX or NumPy array (what imnn returns and what its numerics read).
 Array = jax.Array | np.ndarray
+"""A JAX or NumPy array (what imnn returns and what its numerics read)."""
 
-#: Anything ``numpy.asarray`` turns into a numeric array: an array, a NumPy scalar, a Python
-#: number or a (nested) sequence of them. Arguments typed this way are converted on entry.
 ArrayLike = Array | np.generic | bool | int | float | Sequence[Any]
+"""Anything ``numpy.asarray`` turns into a numeric array: an array, a NumPy scalar, a Python
+number or a (nested) sequence of them. Arguments typed this way are converted on entry."""
 
-#: A pytree of arrays: the network weights (for ``imnn.nn`` models a list with one tuple of
-#: arrays per layer, ``()`` for a layer without weights) or an optimiser's state.
 PyTree = Any
+"""A pytree of arrays: the network weights (for ``imnn.nn`` models a list with one tuple of
+arrays per layer, ``()`` for a layer without weights) or an optimiser's state."""
 
-#: Network weights, a pytree of arrays (see ``PyTree``).
 Weights = PyTree
+"""Network weights, a pytree of arrays (see ``PyTree``)."""
 
-#: A JAX PRNG key: a raw ``(2,)`` uint32 key (``jax.random.PRNGKey``) or a typed key array
-#: (``jax.random.key``).
 Key = jax.Array
+"""A JAX PRNG key: a raw ``(2,)`` uint32 key (``jax.random.PRNGKey``) or a typed key array
+(``jax.random.key``)."""
 
-#: The shape of one simulation, without a batch axis.
 Shape = tuple[int, ...]
+"""The shape of one simulation, without a batch axis."""
 
-#: ``simulator(key, θ (p,)) -> d`` of shape ``input_shape``; JAX-traceable.
 Simulator = Callable[[Key, Array], Array]
+"""``simulator(key, θ (p,)) -> d`` of shape ``input_shape``; JAX-traceable."""
 
-#: ``compressor(d (n,) + input_shape) -> summaries (n, s)``; JAX-traceable.
 Compressor = Callable[[Array], Array]
+"""``compressor(d (n,) + input_shape) -> summaries (n, s)``; JAX-traceable."""
 
 __all__ = ["Array", "ArrayLike", "PyTree", "Weights", "Key", "Shape", "Simulator", "Compressor"]
