@@ -40,10 +40,24 @@ def make_problem(target_data: ArrayLike, prior: Any, simulator: Simulator,
                  distance_measure: Callable[[Array, Array], Array] | None = None) -> Problem:
     """Checks the arguments of ABC and PMC and compresses the target data.
 
-    target_data: input_shape (one target) or (n_targets,) + input_shape, where input_shape
-    is the shape of simulator(key, θ). F: None, (s, s) or (n_targets, s, s).
-    distance_measure: None or distance_measure(summaries (n, s), target (s,)) -> (n,);
-    the distance is sqrt((x − x_t)ᵀ F (x − x_t)) with F given, Euclidean with neither.
+    Args:
+        target_data: input_shape (one target) or (n_targets,) + input_shape, where
+            input_shape is the shape of ``simulator(key, θ)``.
+        prior: what ``imnn.lfi.as_prior`` accepts.
+        simulator: ``simulator(key, θ (p,))`` -> one simulation; JAX-traceable.
+        compressor: ``compressor(d (n,) + input_shape)`` -> (n, s); JAX-traceable.
+        F: None (default), (s, s) or (n_targets, s, s), symmetric positive definite.
+        distance_measure: None (default) or
+            ``distance_measure(summaries (n, s), target (s,))`` -> (n,). The distance is
+            sqrt((x − x_t)ᵀ F (x − x_t)) with F given, Euclidean with neither.
+
+    Returns:
+        The checked ``Problem``, with the target summaries (n_targets, s).
+
+    Raises:
+        ValueError: shapes that do not fit together, an F that is not symmetric positive
+            definite, or both F and distance_measure.
+        TypeError: a prior that is not what ``imnn.lfi.as_prior`` accepts.
     """
     prior = as_prior(prior)
     p = prior.low.shape[0]
