@@ -96,9 +96,9 @@ def default_optimiser(max_iterations: int, learning_rate: float = 1e-2,
     Args:
         max_iterations: iterations over which the rate decays (the fit's
             ``max_iterations``); a positive integer.
-        learning_rate: Adam's rate at the first iteration, positive.
+        learning_rate: Adam's rate at the first iteration, positive (default 1e-2).
         final_learning_rate: the rate reached at ``max_iterations``, positive and
-            at most ``learning_rate``.
+            at most ``learning_rate`` (default 1e-4).
 
     Returns:
         An ``optax.GradientTransformation`` (``optax.adam`` with an
