@@ -5,11 +5,17 @@ seed-matched perturbed simulations (``NumericalGradientIMNN``,
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Sequence
+
+import jax
 import numpy as np
 
 from ._base import BaseIMNN, aggregation, finite_difference, keep_within
-from .contracts import Exact
+from .contracts import Array, Exact
 from .sources import ArraySource, Layout
+
+if TYPE_CHECKING:
+    import optax
 
 
 class GradientIMNN(BaseIMNN):
@@ -65,9 +71,13 @@ class GradientIMNN(BaseIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, fiducial, derivative, validation_fiducial=None,
-                 validation_derivative=None, *, backend="jax"):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, fiducial: Array, derivative: Array,
+                 validation_fiducial: Array | None = None,
+                 validation_derivative: Array | None = None, *,
+                 backend: str = "jax") -> None:
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend)
         kind = Exact(self.n_params)
@@ -144,10 +154,15 @@ class AggregatedGradientIMNN(BaseIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, fiducial, derivative, host, devices, n_per_device,
-                 validation_fiducial=None, validation_derivative=None, prefetch=None,
-                 cache=False, *, backend="jax", memory_budget=None):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, fiducial: Array, derivative: Array,
+                 host: jax.Device, devices: Sequence[jax.Device], n_per_device: int,
+                 validation_fiducial: Array | None = None,
+                 validation_derivative: Array | None = None, prefetch: Any = None,
+                 cache: bool = False, *, backend: str = "jax",
+                 memory_budget: int | None = None) -> None:
         layout, devices = aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
@@ -216,9 +231,13 @@ class NumericalGradientIMNN(BaseIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, fiducial, derivative, δθ, validation_fiducial=None,
-                 validation_derivative=None, *, backend="jax"):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, fiducial: Array, derivative: Array, δθ: Array,
+                 validation_fiducial: Array | None = None,
+                 validation_derivative: Array | None = None, *,
+                 backend: str = "jax") -> None:
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend)
         kind = finite_difference(δθ, self.n_params)
@@ -298,10 +317,15 @@ class AggregatedNumericalGradientIMNN(BaseIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, fiducial, derivative, δθ, host, devices,
-                 n_per_device, validation_fiducial=None, validation_derivative=None,
-                 prefetch=None, cache=False, *, backend="jax", memory_budget=None):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, fiducial: Array, derivative: Array, δθ: Array,
+                 host: jax.Device, devices: Sequence[jax.Device], n_per_device: int,
+                 validation_fiducial: Array | None = None,
+                 validation_derivative: Array | None = None, prefetch: Any = None,
+                 cache: bool = False, *, backend: str = "jax",
+                 memory_budget: int | None = None) -> None:
         layout, devices = aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)

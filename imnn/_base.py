@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Any, Self, Sequence
 
 import jax
 import numpy as np
@@ -29,7 +30,7 @@ from ._checks import positive_int
 from ._estimates import Estimates
 from ._fit_loop import FitLoop
 from ._statistics import SeedStatistics
-from .contracts import FiniteDifference
+from .contracts import Array, FiniteDifference
 from .fitting import Problem, stream_summaries, summaries_of, weight_gradient
 from .optimisers import LegacyState, as_optimiser
 from .runtime import make_backend
@@ -52,15 +53,23 @@ def _check_sizes(n_s, n_params, n_summaries):
 
 
 class BaseIMNN(FitLoop, SeedStatistics, Estimates):
-    """Abstract: what every IMNN class shares. Not for direct use.
+    """Abstract: what every IMNN class shares; the nine public classes are its final
+    subclasses. Not for direct use.
+
+    A subclass's constructor calls ``BaseIMNN.__init__`` (the sizes, input_shape, θ_fid,
+    the backend's runtime and network, the weights and optimiser state), then
+    ``_attach(source, kind)`` with its data source and derivative kind; the aggregated and
+    Dataset classes then call ``_seed_shapes(layout)``.
 
     Attributes after ``fit``: ``history``, ``w`` (``best_w`` or ``final_w``),
     ``best_w``, ``final_w``, ``state`` (optimiser state), and, after
     ``set_F_statistics``: ``F, invF, C, invC, μ, dμ_dθ``.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, backend, devices=None):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any, optimiser: Any,
+                 key_or_state: Array | tuple, backend: str,
+                 devices: Sequence[jax.Device] | None = None) -> None:
         self.n_s = positive_int("n_s", n_s)
         self.n_d = positive_int("n_d", n_d)
         if self.n_d > self.n_s:
@@ -159,7 +168,7 @@ class BaseIMNN(FitLoop, SeedStatistics, Estimates):
             self._placed = self.source.data(self.runtime)
         return self._placed
 
-    def initialise_from(self, other):
+    def initialise_from(self, other: BaseIMNN) -> Self:
         """Start from another IMNN's weights, with a fresh optimiser state and history.
 
         The refit step of the recommended loop: fit, simulate closer to the estimate, refit
@@ -205,7 +214,11 @@ def _is_key(obj) -> bool:
     return dtype is not None and np.dtype(dtype) == np.uint32 and np.shape(obj) == (2,)
 
 
-def aggregation(host, devices, n_per_device, memory_budget=None) -> tuple[Layout, list]:
+def aggregation(host: jax.Device, devices: Sequence[jax.Device], n_per_device: int,
+                memory_budget: int | None = None) -> tuple[Layout, list[jax.Device]]:
+    """The layout of an aggregated class (len(devices) · n_per_device simulations a
+    step) and its devices as a list, after checking host, devices, n_per_device and
+    memory_budget; TypeError or ValueError naming the argument otherwise."""
     if memory_budget is not None:
         positive_int("memory_budget", memory_budget, minimum=0)
     if not isinstance(devices, (list, tuple)) or not devices:
@@ -221,14 +234,16 @@ def aggregation(host, devices, n_per_device, memory_budget=None) -> tuple[Layout
     return Layout(len(devices) * n_per_device, len(devices), n_per_device), list(devices)
 
 
-def keep_within(imnn, memory_budget):
+def keep_within(imnn: BaseIMNN, memory_budget: int | None) -> int | None:
     """Hand the aggregated gradient its memory budget (bytes per device that pass 1
     may keep for pass 2; None: the backend's default). Reference backends keep nothing."""
     keep_within = getattr(imnn.executor, "keep_within", None)
     return memory_budget if keep_within is None else keep_within(memory_budget, imnn.source.sizes)
 
 
-def finite_difference(δθ, n_params) -> FiniteDifference:
+def finite_difference(δθ: Array, n_params: int) -> FiniteDifference:
+    """The finite-difference kind of step δθ (n_params,), after checking that it is
+    finite and non-zero for every parameter."""
     δθ = check_array("δθ", δθ, (n_params,)).astype(np.float64)
     if np.any(δθ == 0):
         raise ValueError(f"δθ must be non-zero for every parameter, got {δθ}")

@@ -4,10 +4,13 @@ class (through ``BaseIMNN``) and by ``imnn.persistence.FittedIMNN``.
 """
 from __future__ import annotations
 
+import os
+from typing import Any, Callable
+
 import jax
 import numpy as np
 
-from .contracts import Exact
+from .contracts import Array, Exact, Weights
 from .sources import out_of_range
 
 
@@ -44,7 +47,7 @@ class Estimates:
     dμ_dθ`` (None until computed) and ``history``.
     """
 
-    def summarise(self, d, w=None):
+    def summarise(self, d: Array, w: Weights | None = None) -> np.ndarray:
         """Network outputs of simulations.
 
         Args:
@@ -67,7 +70,7 @@ class Estimates:
             self.network, w, Exact(self.n_params), self.runtime.asarray(batch), False).x)
         return x[0] if single else x
 
-    def get_estimate(self, d):
+    def get_estimate(self, d: Array) -> np.ndarray:
         """Score-compressed estimates θ̂ = θ_fid + F⁻¹ dμ_dθᵀ C⁻¹ (x − μ).
 
         Args:
@@ -85,7 +88,7 @@ class Estimates:
         x = self.summarise(d)
         return self.θ_fid + (x - self.μ) @ self.invC @ self.dμ_dθ @ self.invF
 
-    def compressor(self):
+    def compressor(self) -> Callable[[Array], jax.Array]:
         """The score compressor as a JAX function, for imnn.lfi.
 
         The current weights and Fisher statistics are fixed inside it: later fits do not
@@ -115,8 +118,9 @@ class Estimates:
             return θ_fid + (x - μ) @ projection
         return compress
 
-    def plot(self, ax=None, expected_detF=None, colour="C0", figsize=(5, 15), label="",
-             filename=None, ncol=1):
+    def plot(self, ax: Any = None, expected_detF: float | None = None, colour: str = "C0",
+             figsize: tuple[float, float] = (5, 15), label: str = "",
+             filename: str | os.PathLike | None = None, ncol: int = 1) -> np.ndarray:
         """Plot the fitting history in five stacked panels.
 
         The panels show det F (with ``expected_detF`` as a dashed line), det C and det C⁻¹

@@ -9,11 +9,13 @@ The iterations themselves are ``imnn.fitting``'s, run by the backend's runner
 from __future__ import annotations
 
 import warnings
+from typing import Callable, Self
 
 import jax
 import numpy as np
 
 from ._checks import positive_int
+from .contracts import Array, LossParts, Weights
 from .fitting import Carry, Stopping, get_α, loss_and_gradient
 from .sources import SimulatorSource, as_raw_key, out_of_range, simulation_keys
 
@@ -33,20 +35,25 @@ class FitLoop:
     """
 
     def get_α(self, λ: float, ε: float) -> float:
-        """Rate of the regularisation strength.
+        """Rate of the regularisation strength (``imnn.get_α``).
 
         Args:
-            λ: regularisation coupling (> 1 − ε/(1 + ε)).
-            ε: closeness criterion of the covariance to the identity (> 0).
+            λ: regularisation coupling, a positive number with λ > 1 − ε/(1 + ε).
+            ε: closeness criterion of the covariance to the identity, a positive number.
 
         Returns:
-            α = −ln(ε(λ − 1) + ε²/(1 + ε)) / ε.
+            α = −ln(ε(λ − 1) + ε²/(1 + ε)) / ε, a float.
+
+        Raises:
+            TypeError: λ or ε is not a real number.
+            ValueError: λ or ε is not positive and finite, or λ ≤ 1 − ε/(1 + ε).
         """
         return get_α(λ, ε)
 
-    def fit(self, λ: float, ε: float, rng=None, patience: int = 100, min_iterations: int = 100,
-            max_iterations: int = 100000, print_rate: int | None = None, best: bool = True, *,
-            on_nan: str = "stop", resume: bool = False, callback=None):
+    def fit(self, λ: float, ε: float, rng: Array | None = None, patience: int = 100,
+            min_iterations: int = 100, max_iterations: int = 100000,
+            print_rate: int | None = None, best: bool = True, *, on_nan: str = "stop",
+            resume: bool = False, callback: Callable[[Self], object] | None = None) -> Self:
         """Fit the network.
 
         Each iteration computes the summaries (and their θ-derivatives) at the
@@ -318,7 +325,9 @@ class FitLoop:
             return f"the simulator's output {problems[0]}."
         return None
 
-    def loss_and_gradient(self, λ: float, ε: float, w=None, rng=None, iteration: int = 0):
+    def loss_and_gradient(self, λ: float, ε: float, w: Weights | None = None,
+                          rng: Array | None = None,
+                          iteration: int = 0) -> tuple[LossParts, Weights]:
         """The loss parts and dΛ/dw by the same two passes the fit uses.
 
         Args:

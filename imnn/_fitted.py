@@ -4,6 +4,7 @@ compresses on any backend without the training data or the simulator.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 
@@ -44,7 +45,7 @@ class FittedIMNN(Estimates):
         model: see ``load``.
     """
 
-    def __init__(self, saved: Saved, backend: str | None = None, model=None):
+    def __init__(self, saved: Saved, backend: str | None = None, model: Any = None) -> None:
         m = saved.manifest
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")

@@ -4,15 +4,28 @@ iteration: ``SimulatorIMNN`` (in memory) and ``AggregatedSimulatorIMNN``
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
 import jax
 import numpy as np
 
 from ._base import BaseIMNN, aggregation, keep_within
-from .contracts import ThroughSimulator
+from .contracts import Array, ThroughSimulator
 from .sources import Layout, SimulatorSource
 
+if TYPE_CHECKING:
+    import optax
 
-def simulator_kind(simulator, θ_fid, input_shape, backend) -> ThroughSimulator:
+# simulator(key, θ) -> d, or (d, ∂d/∂θ) on the reference backends
+Simulator = Callable[[Array, Array], Any]
+
+
+def simulator_kind(simulator: Simulator, θ_fid: np.ndarray, input_shape: tuple[int, ...],
+                   backend: str) -> ThroughSimulator:
+    """The derivative kind of a simulator class, after checking ``simulator``: callable,
+    returning floating-point simulations of shape ``input_shape`` (on the jax backend
+    one simulation, elsewhere optionally the pair (d, ∂d/∂θ)). TypeError or ValueError
+    naming ``simulator`` otherwise."""
     if not callable(simulator):
         raise TypeError(f"simulator must be a function simulator(key, θ), got {type(simulator).__name__}")
     out = simulator(jax.random.PRNGKey(0), θ_fid) if backend != "jax" else jax.eval_shape(
@@ -87,8 +100,11 @@ class SimulatorIMNN(BaseIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, simulator, *, backend="jax"):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, simulator: Simulator, *,
+                 backend: str = "jax") -> None:
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend)
         kind = simulator_kind(simulator, self.θ_fid, self.input_shape, self.backend)
@@ -159,9 +175,12 @@ class AggregatedSimulatorIMNN(BaseIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, simulator, host, devices, n_per_device, *,
-                 backend="jax", memory_budget=None):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, simulator: Simulator,
+                 host: jax.Device, devices: Sequence[jax.Device], n_per_device: int, *,
+                 backend: str = "jax", memory_budget: int | None = None) -> None:
         layout, devices = aggregation(host, devices, n_per_device, memory_budget)
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)

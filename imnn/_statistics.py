@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import functools
+from typing import Any, Self
 
 import numpy as np
 from jax import tree_util
 
-from .contracts import Exact, FiniteDifference, PerturbedSummaries, Summaries
+from .contracts import Array, Exact, FiniteDifference, PerturbedSummaries, Summaries, Weights
 from .sources import SimulatorSource, as_raw_key, check_array
 
 
@@ -37,7 +38,8 @@ class SeedStatistics:
                              "data)")
         return self._data(None), None
 
-    def get_summaries(self, w=None, key=None, validate: bool = False):
+    def get_summaries(self, w: Weights | None = None, key: Array | None = None,
+                      validate: bool = False) -> Summaries | PerturbedSummaries:
         """All network outputs and their θ-derivatives.
 
         Args:
@@ -54,6 +56,8 @@ class SeedStatistics:
             (``x_mp[:, 0, α]`` below, ``x_mp[:, 1, α]`` above θ_fid in parameter α).
 
         Raises:
+            TypeError: ``validate`` not a bool, or (simulator classes) ``key`` not a JAX
+                PRNG key.
             ValueError: ``validate=True`` without a validation set, or no ``key``
                 for a simulator class.
         """
@@ -65,7 +69,8 @@ class SeedStatistics:
                 (self.n_d, 2, self.n_params, self.n_summaries)))
         return self.runtime.assemble(self.kind, outputs)
 
-    def set_F_statistics(self, w=None, key=None, validate: bool = True):
+    def set_F_statistics(self, w: Weights | None = None, key: Array | None = None,
+                         validate: bool = True) -> Self:
         """Fill ``F, invF, C, invC, μ, dμ_dθ`` for score compression.
 
         Args:
@@ -106,7 +111,8 @@ class SeedStatistics:
 
         return runtime.compile(fisher)
 
-    def get_gradient(self, dΛ_dx, w=None, key=None):
+    def get_gradient(self, dΛ_dx: tuple[Array, Array], w: Weights | None = None,
+                     key: Array | None = None) -> Weights:
         """Pass 2 on its own: the weight gradient Σ_i dΛ/dx_i · ∂x_i/∂w (and the
         θ-derivative term) over the training data, from the cotangents of every
         simulation's summaries, one vector-Jacobian product per batch.
@@ -154,8 +160,9 @@ class SeedStatistics:
                        "remaining": Summaries(ct_x[self.n_d:], None)}
         return {name: ct for name, ct in streams.items() if self.source.sizes[name]}
 
-    def get_summary(self, input, w=None, θ=None, derivative: bool = False,
-                    gradient: bool = False):
+    def get_summary(self, input: Any, w: Weights | None = None, θ: Array | None = None,
+                    derivative: bool = False,
+                    gradient: bool = False) -> Array | tuple[Array, Array] | Weights:
         """One example through the network (the seed's per-example method).
 
         ``input`` is, by flags (``d`` a simulation of shape input_shape, ``dd_dθ``

@@ -18,14 +18,19 @@ TensorFlow is never imported here: any iterator of numpy-convertible arrays work
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
 import jax
 import numpy as np
 
 from ._base import BaseIMNN, aggregation, finite_difference
 from ._iterator_runtime import IteratorExecutor, IteratorRuntime
 from ._iterator_streams import IteratorSource, IteratorStream
-from .contracts import Exact
+from .contracts import Array, Exact
 from .sources import Layout
+
+if TYPE_CHECKING:
+    import optax
 
 # --- the public classes -------------------------------------------------------------
 
@@ -118,9 +123,15 @@ class DatasetGradientIMNN(_DatasetIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, main, remaining, host, devices, n_per_device,
-                 validation_main=None, validation_remaining=None, *, backend="jax"):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, main: Sequence[Iterator],
+                 remaining: Sequence[Iterator] | None, host: jax.Device,
+                 devices: Sequence[jax.Device], n_per_device: int,
+                 validation_main: Sequence[Iterator] | None = None,
+                 validation_remaining: Sequence[Iterator] | None = None, *,
+                 backend: str = "jax") -> None:
         layout = self._set_up(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                               optimiser, key_or_state, host, devices, n_per_device, backend)
         kind = Exact(self.n_params)
@@ -201,10 +212,15 @@ class DatasetNumericalGradientIMNN(_DatasetIMNN):
             data, or an unknown backend; raised before anything is computed.
     """
 
-    def __init__(self, n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
-                 optimiser, key_or_state, fiducial, derivative, δθ, host, devices,
-                 n_per_device, validation_fiducial=None, validation_derivative=None, *,
-                 backend="jax"):
+    def __init__(self, n_s: int, n_d: int, n_params: int, n_summaries: int,
+                 input_shape: tuple[int, ...], θ_fid: Array, model: Any,
+                 optimiser: optax.GradientTransformation | tuple,
+                 key_or_state: Array | tuple, fiducial: Sequence[Iterator],
+                 derivative: Sequence[Iterator], δθ: Array, host: jax.Device,
+                 devices: Sequence[jax.Device], n_per_device: int,
+                 validation_fiducial: Sequence[Iterator] | None = None,
+                 validation_derivative: Sequence[Iterator] | None = None, *,
+                 backend: str = "jax") -> None:
         layout = self._set_up(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                               optimiser, key_or_state, host, devices, n_per_device, backend)
         kind = finite_difference(δθ, self.n_params)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from jax import tree_util
@@ -60,9 +61,13 @@ from ._saved import (
 )
 from ._tables import model_from_tables, model_to_tables
 
+if TYPE_CHECKING:
+    from ._base import BaseIMNN
+
 # --- writing ------------------------------------------------------------------------------
 
-def save(fitter, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save(fitter: BaseIMNN | FittedIMNN, path: str | os.PathLike,
+         metadata: dict | None = None) -> Path:
     """Write a fit to an .imnn file, atomically.
 
     Args:
@@ -140,7 +145,8 @@ def _type_name(model, kind) -> str | None:
     return f"{getattr(named, '__module__', '?')}.{getattr(named, '__qualname__', '?')}"
 
 
-def load(path: str | os.PathLike, backend: str | None = None, model=None) -> FittedIMNN:
+def load(path: str | os.PathLike, backend: str | None = None,
+         model: Any = None) -> FittedIMNN:
     """A fit read from an .imnn file, ready to summarise, estimate and compress.
 
     Args:
@@ -165,7 +171,7 @@ def load(path: str | os.PathLike, backend: str | None = None, model=None) -> Fit
     return FittedIMNN(read(path), backend, model)
 
 
-def restore(fitter, saved: str | os.PathLike | Saved):
+def restore(fitter: BaseIMNN, saved: str | os.PathLike | Saved) -> BaseIMNN:
     """Put a saved fit back into an IMNN object built again.
 
     Afterwards ``fitter.fit(..., resume=True)`` carries on the saved fit, and a
