@@ -10,7 +10,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from .contracts import Array, Exact, Weights
+from .contracts import Array, Exact, Network, Runtime, Weights
 from .sources import out_of_range
 
 
@@ -46,6 +46,21 @@ class Estimates:
     ``n_params``, ``θ_fid``, ``w``, the Fisher statistics ``F, invF, invC, μ,
     dμ_dθ`` (None until computed) and ``history``.
     """
+
+    # What the object provides (declared here, set by BaseIMNN or FittedIMNN).
+    runtime: Runtime
+    network: Network
+    backend: str
+    input_shape: tuple[int, ...]
+    n_params: int
+    θ_fid: np.ndarray
+    w: Weights
+    F: np.ndarray | None
+    invF: np.ndarray | None
+    invC: np.ndarray | None
+    μ: np.ndarray | None
+    dμ_dθ: np.ndarray | None
+    history: dict
 
     def summarise(self, d: Array, w: Weights | None = None) -> np.ndarray:
         """Network outputs of simulations.

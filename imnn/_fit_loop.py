@@ -8,15 +8,16 @@ The iterations themselves are ``imnn.fitting``'s, run by the backend's runner
 """
 from __future__ import annotations
 
+import threading
 import warnings
-from typing import Callable, Self
+from typing import Any, Callable, Self
 
 import jax
 import numpy as np
 
 from ._checks import positive_int
-from .contracts import Array, LossParts, Weights
-from .fitting import Carry, Stopping, get_α, loss_and_gradient
+from .contracts import Array, Executor, Kind, LossParts, Runtime, Source, Weights
+from .fitting import Carry, Problem, Stopping, get_α, loss_and_gradient
 from .sources import SimulatorSource, as_raw_key, out_of_range, simulation_keys
 
 ON_NAN = ("stop", "raise", "warn")
@@ -33,6 +34,34 @@ class FitLoop:
     ``_training_summaries``, and the methods ``_data(rng)`` and
     ``set_F_statistics``. Writes the fit state.
     """
+
+    # What the object provides (declared here, set by BaseIMNN).
+    runtime: Runtime
+    problem: Problem
+    source: Source
+    kind: Kind
+    executor: Executor
+    validate: bool
+    n_s: int
+    n_d: int
+    n_params: int
+    n_summaries: int
+    θ_fid: np.ndarray
+    backend: str
+    w: Weights
+    best_w: Weights
+    final_w: Weights
+    state: Any
+    _max_logdetF: float
+    history: dict
+    fit_iteration: int
+    patience_counter: int
+    _fitting: threading.Lock
+    _runner: Callable | None
+    _gradient: Callable | None
+    _training_summaries: Callable
+    _data: Callable[[Array | None], dict]
+    # and the method set_F_statistics (SeedStatistics)
 
     def get_α(self, λ: float, ε: float) -> float:
         """Rate of the regularisation strength (``imnn.get_α``).

@@ -5,12 +5,23 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Self
+from typing import Any, Callable, Self
 
 import numpy as np
 from jax import tree_util
 
-from .contracts import Array, Exact, FiniteDifference, PerturbedSummaries, Summaries, Weights
+from .contracts import (
+    Array,
+    Exact,
+    FiniteDifference,
+    Kind,
+    Network,
+    PerturbedSummaries,
+    Runtime,
+    Source,
+    Summaries,
+    Weights,
+)
 from .sources import SimulatorSource, as_raw_key, check_array
 
 
@@ -24,6 +35,23 @@ class SeedStatistics:
     ``_attach``) and the method ``_data(rng)``. ``set_F_statistics`` writes
     ``w, F, invF, C, invC, μ, dμ_dθ``.
     """
+
+    # What the object provides (declared here, set by BaseIMNN).
+    runtime: Runtime
+    network: Network
+    source: Source
+    kind: Kind
+    validate: bool
+    n_s: int
+    n_d: int
+    n_params: int
+    n_summaries: int
+    input_shape: tuple[int, ...]
+    θ_fid: np.ndarray
+    w: Weights
+    _statistics: dict[bool, Callable]
+    _pass_two: Callable
+    _data: Callable[[Array | None], dict]
 
     def _statistics_data(self, key, validate, caller):
         """(data, key) for the summaries of the training or validation data, or of
