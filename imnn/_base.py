@@ -10,8 +10,8 @@ the statistics methods. Its methods come from three mixins, one concern each:
 ``FitLoop`` (``imnn._fit_loop``: fitting, progress, NaN diagnosis),
 ``SeedStatistics`` (``imnn._statistics``: the seed's summary and gradient methods)
 and ``Estimates`` (``imnn._estimates``: summaries, estimates, the compressor and
-the plot, shared with ``imnn.persistence.FittedIMNN``). Each mixin states which
-attributes of the object it reads.
+the plot, shared with ``imnn.persistence.FittedIMNN``). Each mixin declares, as
+typed class annotations, the attributes of the object it reads.
 
 The argument checks that several public classes share (``aggregation``,
 ``keep_within``, ``finite_difference``) live here too, under public names.
