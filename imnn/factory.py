@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import classes, datasets
 
 if TYPE_CHECKING:
-    from .classes import _IMNN
+    from ._base import BaseIMNN
 
 AGGREGATION = ("host", "devices", "n_per_device")
 DATA = ("simulator", "fiducial", "derivative", "main", "remaining")
@@ -35,7 +35,7 @@ LEADING = ("n_s", "n_d", "n_params", "n_summaries", "input_shape", "θ_fid", "mo
            "optimiser", "key_or_state")
 
 
-def IMNN(*args: Any, verbose: bool = False, **kwargs: Any) -> _IMNN:
+def IMNN(*args: Any, verbose: bool = False, **kwargs: Any) -> BaseIMNN:
     """Build the IMNN class that the arguments describe (see module docstring).
 
     Every constructor argument may be passed by keyword, e.g.

@@ -25,44 +25,49 @@ the file must have the same leaves, by key path, shape and dtype kind (a
 floating leaf takes the target's precision). imnn.nn models are rebuilt from
 their tables, so they load without the model; every other kind needs it.
 The optimiser state's structure comes likewise from the optimiser given again.
+
+The reading side is ``imnn._saved`` (``read``, ``Saved``), the loaded object
+``imnn._fitted`` (``FittedIMNN``); their names are re-exported here.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any
 
-import jax
 import numpy as np
 from jax import tree_util
 
 from ._archive import (
     DamagedFileError,
     leftover_temporaries,
-    read_archive,
     remove_leftover_temporaries,
     write_archive,
     write_atomically,
 )
-from ._leaves import dtype_of, first_difference, key_paths, like, unknown_path
-from ._manifest import check, history_keys, upgrade_v1
+from ._fitted import FittedIMNN
+from ._leaves import first_difference, key_paths, like, unknown_path
 from ._models import KINDS, model_kind
+from ._saved import (
+    FORMAT,
+    READS,  # noqa: F401 - the versions read, at their earlier path
+    STATISTICS,
+    VERSION,
+    WEIGHTS,
+    Saved,
+    read,
+    weights_into,
+)
 from ._tables import model_from_tables, model_to_tables
-from .classes import _IMNN
-from .runtime import BACKENDS, make_backend
 
-FORMAT = "imnn"
-VERSION = 2
-READS = (1, 2)
-STATISTICS = ("F", "invF", "C", "invC", "μ", "dμ_dθ")
-WEIGHTS = ("w", "best_w", "final_w")
-
+if TYPE_CHECKING:
+    from ._base import BaseIMNN
 
 # --- writing ------------------------------------------------------------------------------
 
-def save(fitter, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save(fitter: BaseIMNN | FittedIMNN, path: str | os.PathLike,
+         metadata: dict | None = None) -> Path:
     """Write a fit to an .imnn file, atomically.
 
     Args:
@@ -140,75 +145,8 @@ def _type_name(model, kind) -> str | None:
     return f"{getattr(named, '__module__', '?')}.{getattr(named, '__qualname__', '?')}"
 
 
-# --- reading ------------------------------------------------------------------------------
-
-class Saved(NamedTuple):
-    """The verified contents of an .imnn file.
-
-    Attributes:
-        path: where it was read from.
-        manifest: the manifest (a version 1 file's in the version 2 form).
-        arrays: name -> NumPy array.
-    """
-    path: Path
-    manifest: dict
-    arrays: dict
-
-    @property
-    def metadata(self) -> dict:
-        """The ``metadata`` given to ``save`` (covered by the manifest's checksum)."""
-        return self.manifest["metadata"]
-
-    @property
-    def model_kind(self) -> str:
-        """The kind of model saved: one of ``KINDS``."""
-        return self.manifest["model_kind"]
-
-    def weight_leaves(self, name: str) -> list[np.ndarray]:
-        """The leaves of weights ``name`` ("w", "best_w" or "final_w"), in the
-        order of ``manifest["weight_paths"]``."""
-        stored = self.manifest["weights"][name]
-        return [self.arrays[f"{stored}/{k}"] for k in range(len(self.manifest["weight_paths"]))]
-
-    def state_leaves(self) -> list[np.ndarray]:
-        """The optimiser state's leaves, in the order of ``manifest["state_paths"]``."""
-        return [self.arrays[f"state/{k}"] for k in range(len(self.manifest["state_paths"]))]
-
-    def history(self) -> dict:
-        """The fit's history as IMNN objects hold it."""
-        history = {key: self.arrays[f"history/{key}"] for key in history_keys()}
-        history["max_detF"] = float(history["max_detF"])
-        return history
-
-
-def read(path: str | os.PathLike) -> Saved:
-    """Read an .imnn file and check all of it before any of it is used.
-
-    Reading imports nothing named in the file and runs none of its content.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The manifest and arrays, checked: every member against its checksum and
-        size, the manifest's entries against each other and against the arrays
-        (shapes of θ_fid, statistics and history; imnn.nn weights against the
-        model's layer tables).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        DamagedFileError: the file is truncated, corrupted, inconsistent or not
-            an .imnn file; the message names the first member or key at fault.
-    """
-    path = Path(path)
-    manifest, arrays = read_archive(path, READS, FORMAT)
-    if manifest["version"] == 1:
-        manifest, arrays = upgrade_v1(path, manifest, arrays)
-    check(path, manifest, arrays)
-    return Saved(path, manifest, arrays)
-
-
-def load(path: str | os.PathLike, backend: str | None = None, model=None) -> FittedIMNN:
+def load(path: str | os.PathLike, backend: str | None = None,
+         model: Any = None) -> FittedIMNN:
     """A fit read from an .imnn file, ready to summarise, estimate and compress.
 
     Args:
@@ -233,7 +171,7 @@ def load(path: str | os.PathLike, backend: str | None = None, model=None) -> Fit
     return FittedIMNN(read(path), backend, model)
 
 
-def restore(fitter, saved: str | os.PathLike | Saved):
+def restore(fitter: BaseIMNN, saved: str | os.PathLike | Saved) -> BaseIMNN:
     """Put a saved fit back into an IMNN object built again.
 
     Afterwards ``fitter.fit(..., resume=True)`` carries on the saved fit, and a
@@ -266,7 +204,7 @@ def restore(fitter, saved: str | os.PathLike | Saved):
     if not np.array_equal(saved.arrays["θ_fid"], fitter.θ_fid):
         raise ValueError(f"cannot restore {saved.path}: it was fitted at θ_fid = "
                          f"{saved.arrays['θ_fid']}, this object has θ_fid = {fitter.θ_fid}")
-    weights = _weights_into(saved, fitter.w, fitter.runtime, "this object's model")
+    weights = weights_into(saved, fitter.w, fitter.runtime, "this object's model")
     template_paths, template, treedef = key_paths(fitter.optimiser.init(weights["final_w"]))
     leaves = saved.state_leaves()
     difference = first_difference(m["state_paths"], leaves, template_paths, template,
@@ -284,123 +222,6 @@ def restore(fitter, saved: str | os.PathLike | Saved):
     for name in STATISTICS:
         setattr(fitter, name, saved.arrays.get(f"statistics/{name}"))
     return fitter
-
-
-def _weights_into(saved, target, runtime, what) -> dict:
-    """{"w", "best_w", "final_w"}: the saved weights in the structure and
-    precision of ``target``, placed by ``runtime``; names saved as one object
-    stay one object. ValueError naming the first leaf where file and target differ."""
-    target_paths, target_leaves, treedef = key_paths(target)
-    m = saved.manifest
-    difference = first_difference(m["weight_paths"], saved.weight_leaves("w"), target_paths,
-                                   target_leaves)
-    if difference:
-        raise ValueError(f"the weights in {saved.path} (model kind {m['model_kind']}"
-                         f"{', ' + m['model_type'] if m['model_type'] else ''}) do not fit "
-                         f"{what}: {difference}")
-    placed = {}
-    for name in set(m["weights"].values()):
-        leaves = [np.asarray(a, dtype_of(t)) for a, t in zip(saved.weight_leaves(name),
-                                                          target_leaves)]
-        placed[name] = runtime.replicate(tree_util.tree_unflatten(treedef, leaves))
-    return {name: placed[m["weights"][name]] for name in WEIGHTS}
-
-
-# --- a fitted network, for evaluation -------------------------------------------------------
-
-class FittedIMNN:
-    """A fitted IMNN read from a file: it summarises, estimates and compresses
-    without the training data or the simulator.
-
-    Attributes:
-        class_name: the class it was fitted with.
-        backend: the backend it evaluates on.
-        model: the model (rebuilt from the file for imnn.nn, else the one given).
-        model_kind: the kind of model.
-        input_shape, n_s, n_d, n_params, n_summaries: as the fitted object's.
-        θ_fid: (p,) the fiducial parameters; δθ: (p,) or None.
-        w, best_w, final_w: the weights, in the model's structure.
-        state: the optimiser state's leaves (a list); state_paths: their key paths.
-        history: the fit's history.
-        F, invF: (p, p); C, invC: (s, s); μ: (s,); dμ_dθ: (s, p) (None when the
-            file has no statistics).
-        fit_iteration, patience_counter: the fit's progress.
-        metadata: the metadata given to ``save``.
-
-    Methods as the IMNN classes: ``summarise(d, w=None)``, ``get_estimate(d)``,
-    ``compressor()`` (a JAX function ``d (n,)+input_shape -> θ̂ (n, p)`` for
-    imnn.lfi), ``plot(...)``. ``imnn.save(fitted, path)`` writes it again.
-
-    Args:
-        saved: what ``read`` returns.
-        backend: see ``load``.
-        model: see ``load``.
-    """
-
-    summarise = _IMNN.summarise
-    get_estimate = _IMNN.get_estimate
-    compressor = _IMNN.compressor
-    plot = _IMNN.plot
-
-    def __init__(self, saved: Saved, backend: str | None = None, model=None):
-        m = saved.manifest
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
-        self.model_kind = m["model_kind"]
-        self.model = _model_for(saved, model)
-        self.class_name, self.metadata = m["class"], m["metadata"]
-        self.n_s, self.n_d, self.n_params, self.n_summaries = (
-            m["n_s"], m["n_d"], m["n_params"], m["n_summaries"])
-        self.input_shape = tuple(m["input_shape"])
-        self.θ_fid = saved.arrays["θ_fid"]
-        self.δθ = saved.arrays.get("δθ")
-        self.runtime = make_backend(backend or m["backend"])
-        self.backend = self.runtime.name
-        self.network = self.runtime.network(self.model, self.input_shape)
-        if tuple(self.network.output_shape) != (self.n_summaries,):
-            raise ValueError(f"the model given gives summaries of shape "
-                             f"{tuple(self.network.output_shape)}, the fit in {saved.path} "
-                             f"has n_summaries = {self.n_summaries}")
-        weights = _weights_into(saved, self.network.init(jax.random.PRNGKey(0)), self.runtime,
-                                "the model given" if model is not None else "its model")
-        self.w, self.best_w, self.final_w = (weights[name] for name in WEIGHTS)
-        self.state, self.state_paths = saved.state_leaves(), list(m["state_paths"])
-        self.history = saved.history()
-        self.fit_iteration, self.patience_counter = m["fit_iteration"], m["patience_counter"]
-        self._max_logdetF = float(saved.arrays["max_logdetF"])
-        for name in STATISTICS:
-            setattr(self, name, saved.arrays.get(f"statistics/{name}"))
-
-    @property
-    def max_detF(self) -> float:
-        """The largest det F of the fit (0 when it has not run)."""
-        return math.exp(self._max_logdetF) if math.isfinite(self._max_logdetF) else 0.0
-
-    def __repr__(self):
-        return (f"FittedIMNN({self.class_name}, backend={self.backend!r}, "
-                f"model_kind={self.model_kind!r}, input_shape={self.input_shape}, "
-                f"n_params={self.n_params}, {self.fit_iteration} iterations)")
-
-
-def _model_for(saved, model):
-    """The model to evaluate the saved weights with: ``model`` if given (of the
-    saved kind), else the imnn.nn model the file describes."""
-    m, path = saved.manifest, saved.path
-    saved_kind = m["model_kind"] + (f" ({m['model_type']})" if m["model_type"] else "")
-    if model is None:
-        if m["model_kind"] != "imnn.nn":
-            raise ValueError(f"{path} holds the weights of a model of kind {saved_kind}, "
-                             "which the file does not describe: give the model again, "
-                             "imnn.load(path, model=...)")
-        return model_from_tables(m["model"], f"{path}: model")
-    kind = model_kind(model)
-    if kind != m["model_kind"]:
-        raise ValueError(f"{path} holds the weights of a model of kind {saved_kind}; model= "
-                         f"is of kind {kind}: give the same kind of model it was fitted with")
-    if kind == "imnn.nn" and model_to_tables(model) != m["model"]:
-        raise ValueError(f"model= is not the model of {path}: its model is {m['model']}, "
-                         f"model= is {model_to_tables(model)}")
-    return model
 
 
 __all__ = ["save", "load", "restore", "read", "FittedIMNN", "Saved", "DamagedFileError",

@@ -20,7 +20,12 @@ derivative), so a writer that has written its records can parse them. An
 exact derivative has shape ``input_shape + (n_params,)``: a fresh writer that
 writes one before any fiducial record needs ``input_shape`` given.
 
-TensorFlow is imported only when a record is written or parsed.
+The diagnosis of damaged files when a dataset reads them is in
+``imnn._tfrecord_damage``.
+
+TensorFlow is imported only when a record is written or parsed. The module is
+one class, a little over 400 lines: its writer and its parsers share the record
+format, the file names and ``input_shape``, so they stay together.
 """
 from __future__ import annotations
 
@@ -398,72 +403,6 @@ class TFRecords:
         """A ``tf.train.Feature`` holding the int ``value``."""
         tf = _tf()
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-
-
-# ------------------------------------------------------------------ damaged files
-
-def record_files(iterator) -> list[str]:
-    """The TFRecords files a ``dataset.as_numpy_iterator()`` reads, found by walking
-    the dataset's inputs (zip, map, skip, take, batch, repeat, …) down to its
-    ``tf.data.TFRecordDataset``s; empty when there are none or they cannot be found."""
-    dataset = getattr(iterator, "_dataset", None)
-    files, stack, seen = [], [dataset] if dataset is not None else [], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        names = getattr(node, "_filenames", None)
-        if names is not None and hasattr(names, "as_numpy_iterator"):
-            try:
-                files.extend(os.fsdecode(name) for name in names.as_numpy_iterator())
-            except Exception:  # noqa: BLE001 - a description only; keep looking
-                pass
-        try:
-            stack.extend(node._inputs())
-        except Exception:  # noqa: BLE001 - not every dataset lists its inputs
-            pass
-    return list(dict.fromkeys(files))
-
-
-def first_damage(path: str) -> str | None:
-    """Read every record of one TFRecords file: None if all are readable, else
-    TensorFlow's account of the first damaged one (e.g. "corrupted record at 186")."""
-    tf = _tf()
-    try:
-        for _ in tf.data.TFRecordDataset([path]):
-            pass
-    except tf.errors.OpError as error:
-        return _tf_message(error)
-    return None
-
-
-def _tf_message(error) -> str:
-    """TensorFlow's error message without its op-name decorations."""
-    message = getattr(error, "message", str(error)).split("}}")[-1].split(" [Op:")[0].strip()
-    return message.replace("' failed with ", ": ")
-
-
-def describe_damage(iterator, error) -> str:
-    """One sentence for a reading error of ``iterator``: the damaged file(s) it
-    reads and what is wrong, or, when no file is damaged, TensorFlow's message and
-    the files read."""
-    message = _tf_message(error)
-    files = record_files(iterator)
-    damaged = [(path, first_damage(path)) for path in files if os.path.exists(path)]
-    damaged = [(path, what) for path, what in damaged if what is not None]
-    missing = [path for path in files if not os.path.exists(path)]
-    if damaged:
-        return ("the TFRecords file " + "; ".join(f"{path} is damaged ({what})"
-                                                   for path, what in damaged)
-                + ". Rewrite it (TFRecords.write_record) or leave it out of the dataset.")
-    if missing:
-        return f"the TFRecords file(s) {', '.join(missing)} do not exist ({message})"
-    if files:
-        return (f"{message} (TensorFlow), while reading the TFRecords file(s) "
-                f"{', '.join(files)}: their records are intact, so check the parser "
-                "(input_shape, n_params) the dataset maps them with")
-    return f"{message} (TensorFlow)"
 
 
 # The seed's examples write ``from imnn import TFRecords`` then

@@ -80,8 +80,8 @@ def type_checking_names() -> dict:
     import matplotlib.figure
     import optax
 
-    from imnn.classes import _IMNN
-    return {"Figure": matplotlib.figure.Figure, "optax": optax, "_IMNN": _IMNN}
+    from imnn._base import BaseIMNN
+    return {"Figure": matplotlib.figure.Figure, "optax": optax, "BaseIMNN": BaseIMNN}
 
 
 def public_functions() -> dict:
