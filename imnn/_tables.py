@@ -8,7 +8,6 @@ import math
 from . import nn
 
 
-
 def _table_types() -> dict[str, tuple[type[nn.Layer], nn.TableArguments]]:
     """{table type name: (the layer class, its arguments)} over every imnn.nn layer class."""
     return {name: (cls, arguments) for cls in nn.LAYER_CLASSES

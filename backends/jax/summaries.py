@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from imnn.contracts import Exact, FiniteDifference, Summaries, ThroughSimulator
+from imnn.contracts import Exact, FiniteDifference, Summaries, ThroughSimulator, kind_entry
 
 
 def _value_and_tangents(f, primal, tangents):
@@ -15,23 +15,36 @@ def _value_and_tangents(f, primal, tangents):
     return value, jax.vmap(f_jvp, in_axes=-1, out_axes=-1)(tangents)
 
 
-def _one(network, w, kind, inputs, with_derivative):
-    """Summary (and ∂x/∂θ, shape (s, p)) of one simulation."""
+def _one_simulated(network, w, kind, inputs, with_derivative):
+    """ThroughSimulator: the summary of the simulation of key ``inputs`` (and ∂x/∂θ (s, p)
+    through the simulator and the network)."""
+    def summary(θ):
+        return network.apply(w, kind.simulator(inputs, θ))
+
+    θ = jnp.asarray(kind.θ_fid)
+    if not with_derivative:
+        return summary(θ), None
+    return _value_and_tangents(summary, θ, jnp.eye(θ.shape[0], dtype=θ.dtype))
+
+
+def _one_stored(network, w, kind, inputs, with_derivative):
+    """Stored simulations: the summary of d (and ∂x/∂θ (s, p) from ``(d, ∂d/∂θ)``)."""
     def apply(d):
         return network.apply(w, d)
 
-    if isinstance(kind, ThroughSimulator):
-        def summary(θ):
-            return apply(kind.simulator(inputs, θ))
-
-        θ = jnp.asarray(kind.θ_fid)
-        if not with_derivative:
-            return summary(θ), None
-        return _value_and_tangents(summary, θ, jnp.eye(θ.shape[0], dtype=θ.dtype))
     if with_derivative:
         d, dd_dθ = inputs
         return _value_and_tangents(apply, d, dd_dθ)
     return apply(inputs), None
+
+
+# The summary (and ∂x/∂θ, shape (s, p)) of one simulation, per derivative kind.
+_ONE = {Exact: _one_stored, FiniteDifference: _one_stored, ThroughSimulator: _one_simulated}
+
+
+def _one(network, w, kind, inputs, with_derivative):
+    return kind_entry(_ONE, kind, "backends/jax/summaries.py _ONE")(
+        network, w, kind, inputs, with_derivative)
 
 
 def batch_summaries(network, w, kind, inputs, with_derivative) -> Summaries:
@@ -58,24 +71,59 @@ def simulate(kind: ThroughSimulator, keys, with_derivative):
     return jax.vmap(one)(keys)
 
 
+def _simulations_shape(kind, lead, input_shape, dtype, with_derivative):
+    d = jax.ShapeDtypeStruct(lead + tuple(input_shape), dtype)
+    if with_derivative:
+        return d, jax.ShapeDtypeStruct(d.shape + (kind.n_params,), dtype)
+    return d
+
+
+def _keys_shape(kind, lead, input_shape, dtype, with_derivative):
+    return jax.ShapeDtypeStruct(lead + (2,), jnp.uint32)
+
+
+# A stream's inputs as shapes, per derivative kind (see ``abstract_inputs``).
+_INPUTS = {Exact: _simulations_shape, FiniteDifference: _simulations_shape,
+           ThroughSimulator: _keys_shape}
+
+
+def abstract_inputs(kind, lead: tuple, input_shape: tuple, dtype, with_derivative: bool):
+    """A stream's inputs with leading axes ``lead`` as jax.ShapeDtypeStructs: simulations
+    lead+input_shape (with ∂d/∂θ lead+input_shape+(p,) where they carry derivatives), or
+    PRNG keys lead+(2,) for kinds that simulate."""
+    return kind_entry(_INPUTS, kind, "backends/jax/summaries.py _INPUTS")(
+        kind, lead, input_shape, dtype, with_derivative)
+
+
 def batch_weight_gradient(network, w, kind, inputs, with_derivative, cotangents):
     _, pullback = jax.vjp(lambda w: batch_summaries(network, w, kind, inputs, with_derivative), w)
     return pullback(cotangents)[0]
 
 
-def assemble(kind, outputs: dict) -> Summaries:
-    if isinstance(kind, FiniteDifference):
-        x = outputs["fiducial"].x
-        δθ = jnp.asarray(kind.δθ, x.dtype)
-        p, s = δθ.shape[0], x.shape[1]
-        raw = outputs["derivative"].x.reshape(-1, 2, p, s)
-        dx_dθ = jnp.swapaxes((raw[:, 1] - raw[:, 0]) / δθ[:, None], 1, 2)
-        return Summaries(x, dx_dθ)
-    assert isinstance(kind, (Exact, ThroughSimulator))
+def _assemble_differences(kind, outputs: dict) -> Summaries:
+    x = outputs["fiducial"].x
+    δθ = jnp.asarray(kind.δθ, x.dtype)
+    p, s = δθ.shape[0], x.shape[1]
+    raw = outputs["derivative"].x.reshape(-1, 2, p, s)
+    dx_dθ = jnp.swapaxes((raw[:, 1] - raw[:, 0]) / δθ[:, None], 1, 2)
+    return Summaries(x, dx_dθ)
+
+
+def _assemble_main(kind, outputs: dict) -> Summaries:
     main = outputs["main"]
     x = main.x if "remaining" not in outputs else jnp.concatenate(
         [main.x, outputs["remaining"].x])
     return Summaries(x, main.dx_dθ)
+
+
+# Per-stream outputs -> Summaries (x (n_s, s), dx_dθ (n_d, s, p)), per derivative kind; the
+# transpose is the VJP of this linear map.
+_ASSEMBLE = {FiniteDifference: _assemble_differences, Exact: _assemble_main,
+             ThroughSimulator: _assemble_main}
+
+
+def assemble(kind, outputs: dict) -> Summaries:
+    return kind_entry(_ASSEMBLE, kind, "backends/jax/summaries.py _ASSEMBLE")(kind, outputs)
 
 
 def assemble_transpose(kind, cotangents: Summaries, sizes: dict) -> dict:
