@@ -2,6 +2,8 @@
 gradient of a batch (contract (d)), and the assembly of streams into Summaries."""
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -38,13 +40,9 @@ def _one_stored(network, w, kind, inputs, with_derivative):
     return apply(inputs), None
 
 
-# The summary (and ∂x/∂θ, shape (s, p)) of one simulation, per derivative kind.
-_ONE = {Exact: _one_stored, FiniteDifference: _one_stored, ThroughSimulator: _one_simulated}
-
-
 def _one(network, w, kind, inputs, with_derivative):
-    return kind_entry(_ONE, kind, "backends/jax/summaries.py _ONE")(
-        network, w, kind, inputs, with_derivative)
+    """Summary (and ∂x/∂θ, shape (s, p)) of one simulation."""
+    return _numerics(kind).one(network, w, kind, inputs, with_derivative)
 
 
 def batch_summaries(network, w, kind, inputs, with_derivative) -> Summaries:
@@ -82,17 +80,11 @@ def _keys_shape(kind, lead, input_shape, dtype, with_derivative):
     return jax.ShapeDtypeStruct(lead + (2,), jnp.uint32)
 
 
-# A stream's inputs as shapes, per derivative kind (see ``abstract_inputs``).
-_INPUTS = {Exact: _simulations_shape, FiniteDifference: _simulations_shape,
-           ThroughSimulator: _keys_shape}
-
-
 def abstract_inputs(kind, lead: tuple, input_shape: tuple, dtype, with_derivative: bool):
     """A stream's inputs with leading axes ``lead`` as jax.ShapeDtypeStructs: simulations
     lead+input_shape (with ∂d/∂θ lead+input_shape+(p,) where they carry derivatives), or
     PRNG keys lead+(2,) for kinds that simulate."""
-    return kind_entry(_INPUTS, kind, "backends/jax/summaries.py _INPUTS")(
-        kind, lead, input_shape, dtype, with_derivative)
+    return _numerics(kind).abstract_inputs(kind, lead, input_shape, dtype, with_derivative)
 
 
 def batch_weight_gradient(network, w, kind, inputs, with_derivative, cotangents):
@@ -116,14 +108,35 @@ def _assemble_main(kind, outputs: dict) -> Summaries:
     return Summaries(x, main.dx_dθ)
 
 
-# Per-stream outputs -> Summaries (x (n_s, s), dx_dθ (n_d, s, p)), per derivative kind; the
-# transpose is the VJP of this linear map.
-_ASSEMBLE = {FiniteDifference: _assemble_differences, Exact: _assemble_main,
-             ThroughSimulator: _assemble_main}
+class _KindNumerics(NamedTuple):
+    """The JAX numerics of one derivative kind.
+
+    one: ``(network, w, kind, inputs, with_derivative) -> (x (s,), ∂x/∂θ (s, p) or None)``
+        for one simulation (one element of a batch of the kind's stream inputs).
+    assemble: ``(kind, outputs) -> Summaries(x (n_s, s), dx_dθ (n_d, s, p))``, linear; its
+        transpose is its VJP.
+    abstract_inputs: as ``abstract_inputs``.
+    """
+    one: Callable
+    assemble: Callable
+    abstract_inputs: Callable
+
+
+# One entry per derivative kind, keyed on the kind's class.
+_KINDS = {
+    Exact: _KindNumerics(_one_stored, _assemble_main, _simulations_shape),
+    FiniteDifference: _KindNumerics(_one_stored, _assemble_differences, _simulations_shape),
+    ThroughSimulator: _KindNumerics(_one_simulated, _assemble_main, _keys_shape),
+}
+
+
+def _numerics(kind) -> _KindNumerics:
+    return kind_entry(_KINDS, kind, "backends/jax/summaries.py _KINDS")
 
 
 def assemble(kind, outputs: dict) -> Summaries:
-    return kind_entry(_ASSEMBLE, kind, "backends/jax/summaries.py _ASSEMBLE")(kind, outputs)
+    """Per-stream outputs -> Summaries(x (n_s, s), dx_dθ (n_d, s, p))."""
+    return _numerics(kind).assemble(kind, outputs)
 
 
 def assemble_transpose(kind, cotangents: Summaries, sizes: dict) -> dict:

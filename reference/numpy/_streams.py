@@ -6,6 +6,8 @@ propagates it through the layers.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
 from imnn.contracts import Exact, FiniteDifference, Summaries, ThroughSimulator, kind_entry
@@ -55,16 +57,9 @@ def simulate(kind: ThroughSimulator, keys, with_derivative: bool, input_shape: t
         return np.asarray(d, dtype=np.float64), np.asarray(dd, dtype=np.float64)
 
 
-# One batch of a stream -> (d (b,)+input_shape, ∂d/∂θ (b,)+input_shape+(p,) or None), per
-# derivative kind.
-_SIMULATIONS = {Exact: _stored, FiniteDifference: _perturbed,
-                ThroughSimulator: simulate}
-
-
 def stacked_inputs(kind, inputs, with_derivative: bool, input_shape: tuple):
     """One batch of a stream -> Z (b, 1 + p) + input_shape (p = 0 without derivatives)."""
-    d, dd = kind_entry(_SIMULATIONS, kind, "reference/numpy/_streams.py _SIMULATIONS")(
-        kind, inputs, with_derivative, input_shape)
+    d, dd = _numerics(kind).simulations(kind, inputs, with_derivative, input_shape)
     d = np.asarray(d, dtype=np.float64)
     if d.shape[1:] != input_shape:
         raise ValueError(f"expected simulations of shape (b,)+{input_shape}, got {d.shape}")
@@ -135,19 +130,36 @@ def _transpose_main(kind, cotangents: Summaries, sizes: dict) -> dict:
     return streams
 
 
-# (assemble, its transpose) per derivative kind
-_ASSEMBLY = {FiniteDifference: (_assemble_differences, _transpose_differences),
-             Exact: (_assemble_main, _transpose_main),
-             ThroughSimulator: (_assemble_main, _transpose_main)}
+class _KindNumerics(NamedTuple):
+    """The float64 numerics of one derivative kind.
+
+    simulations: ``(kind, inputs, with_derivative, input_shape) -> (d (b,)+input_shape,
+        ∂d/∂θ (b,)+input_shape+(p,) or None)`` for one batch of the kind's stream inputs.
+    assemble: ``(kind, outputs) -> Summaries(x (n_s, s), dx_dθ (n_d, s, p))``.
+    transpose: ``(kind, cotangents, sizes) -> {stream: Summaries}``, assemble's transpose.
+    """
+    simulations: Callable
+    assemble: Callable
+    transpose: Callable
+
+
+# One entry per derivative kind, keyed on the kind's class.
+_KINDS = {
+    Exact: _KindNumerics(_stored, _assemble_main, _transpose_main),
+    FiniteDifference: _KindNumerics(_perturbed, _assemble_differences, _transpose_differences),
+    ThroughSimulator: _KindNumerics(simulate, _assemble_main, _transpose_main),
+}
+
+
+def _numerics(kind) -> _KindNumerics:
+    return kind_entry(_KINDS, kind, "reference/numpy/_streams.py _KINDS")
 
 
 def assemble(kind, outputs: dict) -> Summaries:
     """Per-stream outputs -> Summaries(x (n_s, s), dx_dθ (n_d, s, p))."""
-    forward, _ = kind_entry(_ASSEMBLY, kind, "reference/numpy/_streams.py _ASSEMBLY")
-    return forward(kind, outputs)
+    return _numerics(kind).assemble(kind, outputs)
 
 
 def assemble_transpose(kind, cotangents: Summaries, sizes: dict) -> dict:
     """Cotangents on Summaries -> cotangents on each stream's outputs (transpose of assemble)."""
-    _, transpose = kind_entry(_ASSEMBLY, kind, "reference/numpy/_streams.py _ASSEMBLY")
-    return transpose(kind, cotangents, sizes)
+    return _numerics(kind).transpose(kind, cotangents, sizes)
