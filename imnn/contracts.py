@@ -174,7 +174,7 @@ class Exact(NamedTuple):
     Stored as arrays: fiducial (n_s,)+input_shape, derivative (n_d,)+input_shape+(p,)
     belonging to the first n_d fiducial simulations.
 
-    Args:
+    Attributes:
         n_params: the number of parameters p.
     """
     n_params: int
@@ -210,7 +210,7 @@ class FiniteDifference(NamedTuple):
     assemble: x = fiducial.x; with X = derivative.x reshaped to (n_d, 2, p, s),
               dx_dθ[i, a, α] = (X[i, 1, α, a] − X[i, 0, α, a]) / δθ[α].
 
-    Args:
+    Attributes:
         δθ: the parameter differences, shape (p,).
     """
     δθ: Array  # (p,)
@@ -271,7 +271,7 @@ class ThroughSimulator(NamedTuple):
     assemble: as Exact. For the reference backends the simulator may instead be
     ``simulator(key, θ) -> (d, ∂d/∂θ)`` written in NumPy (``returns_derivative``).
 
-    Args:
+    Attributes:
         simulator: ``simulator(key, θ) -> d`` (or ``(d, ∂d/∂θ)``, see above).
         θ_fid: the fiducial parameters, shape (p,).
         returns_derivative: whether ``simulator`` returns ``(d, ∂d/∂θ)``.
