@@ -137,23 +137,36 @@ class DerivativeKind(Protocol):
         ...
 
 
-def _main_stream_sizes(self, n_s: int, n_d: int) -> dict[str, int]:
+# What Exact and ThroughSimulator share: streams "main" (the n_d simulations with
+# θ-derivatives) and "remaining" (the n_s − n_d without).
+
+def _main_stream_sizes(self: MainKind, n_s: int, n_d: int) -> dict[str, int]:
+    """{"main": n_d, "remaining": n_s − n_d}."""
     return {"main": n_d, "remaining": n_s - n_d}
 
 
-def _main_seed_summaries(self, outputs, assemble):
+def _main_seed_summaries(self: MainKind, outputs: dict[str, Summaries],
+                         assemble: Callable[[Any, dict[str, Summaries]], Summaries]
+                         ) -> Summaries:
+    """The assembled Summaries(x (n_s, s), dx_dθ (n_d, s, p))."""
     return assemble(self, outputs)
 
 
-def _main_seed_derivative_shape(self, n_d: int, n_summaries: int) -> Shape:
+def _main_seed_derivative_shape(self: MainKind, n_d: int, n_summaries: int) -> Shape:
+    """(n_d, s, p): the shape of dx_dθ."""
     return (n_d, n_summaries, self.n_params)
 
 
-def _main_stream_cotangents(self, ct_x, ct_second, n_d: int) -> dict[str, Summaries]:
+def _main_stream_cotangents(self: MainKind, ct_x: Array, ct_second: Array, n_d: int
+                            ) -> dict[str, Summaries]:
+    """{"main": (ct_x[:n_d], ct_second), "remaining": (ct_x[n_d:], None)}."""
     return {"main": Summaries(ct_x[:n_d], ct_second), "remaining": Summaries(ct_x[n_d:], None)}
 
 
-def _main_seed_batch_attributes(self, n_s, n_d, n_summaries, n_devices, n_per_device):
+def _main_seed_batch_attributes(self: MainKind, n_s: int, n_d: int, n_summaries: int,
+                                n_devices: int, n_per_device: int) -> dict[str, Any]:
+    """n_remaining, n_iterations, n_remaining_iterations, batch_shape and
+    remaining_batch_shape."""
     per_pass = n_devices * n_per_device
     n_iterations, n_remaining_iterations = n_d // per_pass, (n_s - n_d) // per_pass
     return {"n_remaining": n_s - n_d, "n_iterations": n_iterations,
@@ -226,6 +239,7 @@ class FiniteDifference(NamedTuple):
         return len(self.δθ)
 
     def stream_sizes(self, n_s: int, n_d: int) -> dict[str, int]:
+        """{"fiducial": n_s, "derivative": 2·p·n_d}."""
         return {"fiducial": n_s, "derivative": 2 * self.n_params * n_d}
 
     def stored_shapes(self, n_s: int, n_d: int, input_shape: Shape) -> tuple[Shape, Shape]:
@@ -239,7 +253,9 @@ class FiniteDifference(NamedTuple):
         return {"fiducial": fiducial,
                 "derivative": derivative.reshape((-1,) + derivative.shape[3:])}
 
-    def seed_summaries(self, outputs, assemble) -> PerturbedSummaries:
+    def seed_summaries(self, outputs: dict[str, Summaries],
+                       assemble: Callable[[Any, dict[str, Summaries]], Summaries]
+                       ) -> PerturbedSummaries:
         """PerturbedSummaries(x (n_s, s), x_mp (n_d, 2, p, s)): the derivative stream's
         summaries in their stored layout."""
         x = outputs["fiducial"].x
@@ -247,13 +263,19 @@ class FiniteDifference(NamedTuple):
             (-1, 2, self.n_params, x.shape[-1])))
 
     def seed_derivative_shape(self, n_d: int, n_summaries: int) -> Shape:
+        """(n_d, 2, p, s): the shape of x_mp."""
         return (n_d, 2, self.n_params, n_summaries)
 
-    def stream_cotangents(self, ct_x, ct_second, n_d: int) -> dict[str, Summaries]:
+    def stream_cotangents(self, ct_x: Array, ct_second: Array, n_d: int
+                          ) -> dict[str, Summaries]:
+        """{"fiducial": ct_x, "derivative": ct_second flattened to (2·p·n_d, s)}."""
         return {"fiducial": Summaries(ct_x, None),
                 "derivative": Summaries(ct_second.reshape((-1, ct_x.shape[-1])), None)}
 
-    def seed_batch_attributes(self, n_s, n_d, n_summaries, n_devices, n_per_device):
+    def seed_batch_attributes(self, n_s: int, n_d: int, n_summaries: int, n_devices: int,
+                              n_per_device: int) -> dict[str, Any]:
+        """fiducial_iterations, derivative_iterations, derivative_output_shape,
+        fiducial_batch_shape and derivative_batch_shape."""
         per_pass = n_devices * n_per_device
         fiducial, derivative = n_s // per_pass, 2 * self.n_params * n_d // per_pass
         return {"fiducial_iterations": fiducial, "derivative_iterations": derivative,
@@ -302,6 +324,7 @@ class ThroughSimulator(NamedTuple):
 
 
 Kind = Exact | FiniteDifference | ThroughSimulator
+MainKind = Exact | ThroughSimulator  # the kinds with streams "main" and "remaining"
 
 
 def kind_entry(table: dict[type, Any], kind: Any, where: str) -> Any:
