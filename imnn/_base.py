@@ -146,20 +146,10 @@ class BaseIMNN(FitLoop, SeedStatistics, Estimates):
 
     def _seed_shapes(self, layout: Layout):
         """The batching attributes the seed's aggregated and Dataset classes show."""
-        n_devices, n_per_device = layout.n_devices, layout.n_per_device
-        per_pass = n_devices * n_per_device
-        if isinstance(self.kind, FiniteDifference):
-            self.fiducial_iterations = self.n_s // per_pass
-            self.derivative_iterations = 2 * self.n_params * self.n_d // per_pass
-            self.derivative_output_shape = (self.n_d, 2, self.n_params, self.n_summaries)
-            self.fiducial_batch_shape = (n_devices, self.fiducial_iterations, n_per_device)
-            self.derivative_batch_shape = (n_devices, self.derivative_iterations, n_per_device)
-        else:
-            self.n_remaining = self.n_s - self.n_d
-            self.n_iterations = self.n_d // per_pass
-            self.n_remaining_iterations = self.n_remaining // per_pass
-            self.batch_shape = (n_devices, self.n_iterations, n_per_device)
-            self.remaining_batch_shape = (n_devices, self.n_remaining_iterations, n_per_device)
+        for name, value in self.kind.seed_batch_attributes(
+                self.n_s, self.n_d, self.n_summaries, layout.n_devices,
+                layout.n_per_device).items():
+            setattr(self, name, value)
 
     def _data(self, rng):
         if isinstance(self.source, SimulatorSource):

@@ -152,16 +152,13 @@ def _check_layers(path, m, arrays):
     expected = []  # (key path, shape, layer index, table)
     for i, (layer, table) in enumerate(zip(nn.layers_of(model), m["model"])):
         try:
-            out = nn.layer_output_shape(layer, shape)
+            out = layer.output_shape(shape)
         except ValueError as error:
             raise damaged(path, f"manifest key 'model' layer {i} ({table}) does not take the "
                                 f"output {shape} of the layers before it (manifest key "
                                 f"'input_shape' is {list(m['input_shape'])}): {error}") from None
-        if isinstance(layer, nn.Dense | nn.Conv):
-            kernel = ((shape[0],) if isinstance(layer, nn.Dense)
-                      else layer.kernel + (shape[-1],)) + (layer.features,)
-            expected += [(f"[{i}][0]", kernel, i, table),
-                         (f"[{i}][1]", (layer.features,), i, table)]
+        expected += [(f"[{i}][{j}]", weight_shape, i, table)
+                     for j, weight_shape in enumerate(layer.weight_shapes(shape))]
         shape = out
     if shape != (m["n_summaries"],):
         raise damaged(path, f"manifest key 'model' gives summaries of shape {shape}, manifest "

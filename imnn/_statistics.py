@@ -13,7 +13,6 @@ from jax import tree_util
 from .contracts import (
     Array,
     Exact,
-    FiniteDifference,
     Kind,
     Network,
     PerturbedSummaries,
@@ -92,10 +91,7 @@ class SeedStatistics:
         w = self.w if w is None else w
         data, key = self._statistics_data(key, validate, "get_summaries")
         outputs = self._statistics[bool(validate)](w, data, key)
-        if isinstance(self.kind, FiniteDifference):
-            return PerturbedSummaries(outputs["fiducial"].x, outputs["derivative"].x.reshape(
-                (self.n_d, 2, self.n_params, self.n_summaries)))
-        return self.runtime.assemble(self.kind, outputs)
+        return self.kind.seed_summaries(outputs, self.runtime.assemble)
 
     def set_F_statistics(self, w: Weights | None = None, key: Array | None = None,
                          validate: bool = True) -> Self:
@@ -171,21 +167,15 @@ class SeedStatistics:
         return self._pass_two(w, data, self._stream_cotangents(dΛ_dx))
 
     def _stream_cotangents(self, dΛ_dx) -> dict:
-        s, p = self.n_summaries, self.n_params
-        numerical = isinstance(self.kind, FiniteDifference)
-        second = (self.n_d, 2, p, s) if numerical else (self.n_d, s, p)
+        s = self.n_summaries
+        second = self.kind.seed_derivative_shape(self.n_d, s)
         if not isinstance(dΛ_dx, (tuple, list)) or len(dΛ_dx) != 2:
             raise TypeError(f"dΛ_dx must be a pair (dΛ/dx {(self.n_s, s)}, "
-                            f"{'dΛ/dx_mp' if numerical else 'dΛ/d(∂x/∂θ)'} {second}), got "
+                            f"{self.kind.seed_cotangent_name} {second}), got "
                             f"{type(dΛ_dx).__name__}")
         ct_x = self.runtime.asarray(check_array("dΛ_dx[0]", dΛ_dx[0], (self.n_s, s)))
         ct_d = self.runtime.asarray(check_array("dΛ_dx[1]", dΛ_dx[1], second))
-        if numerical:
-            streams = {"fiducial": Summaries(ct_x, None),
-                       "derivative": Summaries(ct_d.reshape((-1, s)), None)}
-        else:
-            streams = {"main": Summaries(ct_x[:self.n_d], ct_d),
-                       "remaining": Summaries(ct_x[self.n_d:], None)}
+        streams = self.kind.stream_cotangents(ct_x, ct_d, self.n_d)
         return {name: ct for name, ct in streams.items() if self.source.sizes[name]}
 
     def get_summary(self, input: Any, w: Weights | None = None, θ: Array | None = None,
@@ -229,7 +219,7 @@ class SeedStatistics:
         for name, flag in (("derivative", derivative), ("gradient", gradient)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        if derivative and isinstance(self.kind, FiniteDifference):
+        if derivative and not self.kind.derivative_streams:
             raise ValueError(f"derivative must be False for {type(self).__name__}: its "
                              "θ-derivatives are differences of summaries of the perturbed "
                              "simulations, not per-example derivatives")

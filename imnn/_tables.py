@@ -7,27 +7,15 @@ import math
 
 from . import nn
 
-# type -> (builder, {argument: (kind, default)}); kinds are checked by _argument.
-_REQUIRED = object()
-_LAYERS = {
-    "Dense": (nn.Dense, {"features": ("int", _REQUIRED)}),
-    "Conv": (nn.Conv, {"features": ("int", _REQUIRED), "kernel": ("ints", _REQUIRED),
-                       "strides": ("ints", None), "padding": ("str", "SAME")}),
-    "Reshape": (lambda shape: nn.Reshape(tuple(shape)), {"shape": ("ints", _REQUIRED)}),
-    "Flatten": (lambda: nn.Flatten, {}),
-    "Tanh": (lambda: nn.Tanh, {}),
-    "Relu": (lambda: nn.Relu, {}),
-    "Softplus": (lambda: nn.Softplus, {}),
-    "Sigmoid": (lambda: nn.Sigmoid, {}),
-    "Elu": (nn.Elu, {"alpha": ("number", 1.0)}),
-    "LeakyRelu": (nn.LeakyRelu, {"negative_slope": ("number", 0.01)}),
-}
-_ACTIVATION_TYPES = {"tanh": "Tanh", "relu": "Relu", "softplus": "Softplus",
-                     "sigmoid": "Sigmoid", "elu": "Elu", "leaky_relu": "LeakyRelu"}
+
+def _table_types() -> dict[str, tuple[type[nn.Layer], nn.TableArguments]]:
+    """{table type name: (the layer class, its arguments)} over every imnn.nn layer class."""
+    return {name: (cls, arguments) for cls in nn.LAYER_CLASSES
+            for name, arguments in cls.table_arguments.items()}
 
 
-def model_to_tables(model) -> list[dict]:
-    """An imnn.nn model as a list of JSON/TOML tables, one per layer.
+def model_to_tables(model: nn.Serial | nn.Layer) -> list[dict]:
+    """An imnn.nn model as a list of JSON/TOML tables, one per layer (``Layer.to_table``).
 
     Args:
         model: an imnn.nn model (``imnn.nn.serial(...)`` or one layer).
@@ -42,30 +30,13 @@ def model_to_tables(model) -> list[dict]:
     if not nn.is_model(model):
         raise TypeError("only imnn.nn models (built with imnn.nn.serial) can be described "
                         f"as tables, got {type(model).__name__}")
-    tables = []
-    for layer in nn.layers_of(model):
-        if isinstance(layer, nn.Dense):
-            tables.append({"type": "Dense", "features": layer.features})
-        elif isinstance(layer, nn.Conv):
-            tables.append({"type": "Conv", "features": layer.features,
-                           "kernel": list(layer.kernel), "strides": list(layer.strides),
-                           "padding": layer.padding})
-        elif isinstance(layer, nn.Activation):
-            table = {"type": _ACTIVATION_TYPES[layer.name]}
-            if layer.name == "elu":
-                table["alpha"] = layer.parameter
-            elif layer.name == "leaky_relu":
-                table["negative_slope"] = layer.parameter
-            tables.append(table)
-        elif isinstance(layer, nn.FlattenLayer):
-            tables.append({"type": "Flatten"})
-        else:
-            tables.append({"type": "Reshape", "shape": list(layer.shape)})
-    return tables
+    return [layer.to_table() for layer in nn.layers_of(model)]
 
 
-def model_from_tables(tables, where: str = "model") -> nn.Serial:
-    """The imnn.nn model described by ``model_to_tables``'s list of tables.
+def model_from_tables(tables: list[dict], where: str = "model") -> nn.Serial:
+    """The imnn.nn model described by ``model_to_tables``'s list of tables: each table's
+    arguments checked against its layer class's ``table_arguments``, then built by the
+    class's ``from_table``.
 
     Args:
         tables: a list of layer tables.
@@ -81,6 +52,7 @@ def model_from_tables(tables, where: str = "model") -> nn.Serial:
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"{where} must be a non-empty list of layer tables such as "
                          '{type = "Dense", features = 128}')
+    types = _table_types()
     layers = []
     for i, table in enumerate(tables):
         at = f"{where}[{i}]"
@@ -88,9 +60,9 @@ def model_from_tables(tables, where: str = "model") -> nn.Serial:
             raise ValueError(f"{at} must be a table such as {{type = \"Dense\", features = 128}}, "
                              f"got {type(table).__name__}")
         kind = table.get("type")
-        if kind not in _LAYERS:
-            raise ValueError(f"{at}.type must be one of {', '.join(_LAYERS)}, got {kind!r}")
-        builder, arguments = _LAYERS[kind]
+        if kind not in types:
+            raise ValueError(f"{at}.type must be one of {', '.join(types)}, got {kind!r}")
+        cls, arguments = types[kind]
         unknown = sorted(set(table) - set(arguments) - {"type"})
         if unknown:
             known = ", ".join(arguments) or "none"
@@ -100,12 +72,12 @@ def model_from_tables(tables, where: str = "model") -> nn.Serial:
         for name, (argument_kind, default) in arguments.items():
             if name in table:
                 values[name] = _argument(f"{at}.{name}", table[name], argument_kind)
-            elif default is _REQUIRED:
+            elif default is nn.REQUIRED:
                 raise ValueError(f"{at}: a {kind} layer needs {name!r}")
             else:
                 values[name] = default
         try:
-            layers.append(builder(**values))
+            layers.append(cls.from_table(kind, values))
         except (TypeError, ValueError) as error:
             raise ValueError(f"{at}: {error}") from None
     return nn.serial(*layers)

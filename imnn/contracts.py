@@ -72,7 +72,110 @@ class LossParts(NamedTuple):
 
 # --- derivative kinds --------------------------------------------------------
 # A kind says how ∂x/∂θ is obtained and which streams of simulations feed a fit.
-# Streams are named; each yields batches that backends summarise with (c).
+# Streams are named; each yields batches that backends summarise with (c). A kind owns the
+# bookkeeping of its streams (names, sizes, layouts, the seed's views of its summaries); the
+# numerics per kind (summaries of a batch, assemble) live in each backend, in tables keyed
+# on the kind's class.
+
+Shape = tuple[int, ...]
+
+
+@runtime_checkable
+class DerivativeKind(Protocol):
+    """What every derivative kind provides (``Exact``, ``FiniteDifference``,
+    ``ThroughSimulator``). ``p`` is ``n_params``, ``s`` the number of summaries.
+
+    Attributes:
+        streams: the names of its streams.
+        derivative_streams: the streams whose batches carry θ-derivatives.
+        quantities: {stream: how messages name its size}, e.g. ``{"main": "n_d"}``.
+        simulates: whether stream inputs are PRNG keys the backend simulates from.
+        seed_cotangent_name: how messages name the cotangent of the second element
+            of ``seed_summaries``.
+    """
+
+    streams: tuple[str, ...]
+    derivative_streams: tuple[str, ...]
+    quantities: dict[str, str]
+    simulates: bool
+    seed_cotangent_name: str
+
+    @property
+    def n_params(self) -> int:
+        """The number of parameters p."""
+        ...
+
+    def stream_sizes(self, n_s: int, n_d: int) -> dict[str, int]:
+        """The number of simulations in each stream, for ``n_s`` fiducial simulations of
+        which ``n_d`` have θ-derivatives."""
+        ...
+
+    def seed_summaries(self, outputs: dict[str, Summaries],
+                       assemble: Callable[[Any, dict[str, Summaries]], Summaries]
+                       ) -> Summaries | PerturbedSummaries:
+        """What the seed's ``get_summaries`` returns from per-stream outputs (each
+        stream's summaries concatenated over batches); ``assemble(kind, outputs)`` is
+        the backend's assembly."""
+        ...
+
+    def seed_derivative_shape(self, n_d: int, n_summaries: int) -> Shape:
+        """The shape of the second element of ``seed_summaries`` (and of its cotangent)."""
+        ...
+
+    def stream_cotangents(self, ct_x: Array, ct_second: Array, n_d: int
+                          ) -> dict[str, Summaries]:
+        """The transpose of ``seed_summaries``'s layout: cotangents ``ct_x`` (n_s, s) and
+        ``ct_second`` (``seed_derivative_shape``) -> cotangents on every stream's
+        outputs (streams of size 0 included, empty)."""
+        ...
+
+    def seed_batch_attributes(self, n_s: int, n_d: int, n_summaries: int, n_devices: int,
+                              n_per_device: int) -> dict[str, Any]:
+        """The batching attributes the seed's aggregated and Dataset classes show,
+        {attribute name: value}, for batches of ``n_devices · n_per_device``."""
+        ...
+
+
+# What Exact and ThroughSimulator share: streams "main" (the n_d simulations with
+# θ-derivatives) and "remaining" (the n_s − n_d without).
+
+def _main_stream_sizes(self: MainKind, n_s: int, n_d: int) -> dict[str, int]:
+    """{"main": n_d, "remaining": n_s − n_d}."""
+    return {"main": n_d, "remaining": n_s - n_d}
+
+
+def _main_seed_summaries(self: MainKind, outputs: dict[str, Summaries],
+                         assemble: Callable[[Any, dict[str, Summaries]], Summaries]
+                         ) -> Summaries:
+    """The assembled Summaries(x (n_s, s), dx_dθ (n_d, s, p))."""
+    return assemble(self, outputs)
+
+
+def _main_seed_derivative_shape(self: MainKind, n_d: int, n_summaries: int) -> Shape:
+    """(n_d, s, p): the shape of dx_dθ."""
+    return (n_d, n_summaries, self.n_params)
+
+
+def _main_stream_cotangents(self: MainKind, ct_x: Array, ct_second: Array, n_d: int
+                            ) -> dict[str, Summaries]:
+    """{"main": (ct_x[:n_d], ct_second), "remaining": (ct_x[n_d:], None)}."""
+    return {"main": Summaries(ct_x[:n_d], ct_second), "remaining": Summaries(ct_x[n_d:], None)}
+
+
+def _main_seed_batch_attributes(self: MainKind, n_s: int, n_d: int, n_summaries: int,
+                                n_devices: int, n_per_device: int) -> dict[str, Any]:
+    """n_remaining, n_iterations, n_remaining_iterations, batch_shape and
+    remaining_batch_shape."""
+    per_pass = n_devices * n_per_device
+    n_iterations, n_remaining_iterations = n_d // per_pass, (n_s - n_d) // per_pass
+    return {"n_remaining": n_s - n_d, "n_iterations": n_iterations,
+            "n_remaining_iterations": n_remaining_iterations,
+            "batch_shape": (n_devices, n_iterations, n_per_device),
+            "remaining_batch_shape": (n_devices, n_remaining_iterations, n_per_device)}
+
+
+_MAIN_QUANTITIES = {"main": "n_d", "remaining": "n_s - n_d"}
+
 
 class Exact(NamedTuple):
     """∂x/∂θ by the chain rule from known ∂d/∂θ (Gradient classes).
@@ -80,10 +183,34 @@ class Exact(NamedTuple):
     streams: "main" — batches (d (b,)+input_shape, ∂d/∂θ (b,)+input_shape+(p,)),
              "remaining" — batches d (b,)+input_shape.
     assemble: x = concat(main.x, remaining.x); dx_dθ = main.dx_dθ.
+    Stored as arrays: fiducial (n_s,)+input_shape, derivative (n_d,)+input_shape+(p,)
+    belonging to the first n_d fiducial simulations.
+
+    Attributes:
+        n_params: the number of parameters p.
     """
     n_params: int
     streams = ("main", "remaining")
     derivative_streams = ("main",)
+    quantities = _MAIN_QUANTITIES
+    simulates = False
+    seed_cotangent_name = "dΛ/d(∂x/∂θ)"
+    stream_sizes = _main_stream_sizes
+    seed_summaries = _main_seed_summaries
+    seed_derivative_shape = _main_seed_derivative_shape
+    stream_cotangents = _main_stream_cotangents
+    seed_batch_attributes = _main_seed_batch_attributes
+
+    def stored_shapes(self, n_s: int, n_d: int, input_shape: Shape) -> tuple[Shape, Shape]:
+        """The shapes of the stored arrays: (fiducial (n_s,)+input_shape, derivative
+        (n_d,)+input_shape+(p,))."""
+        return (n_s,) + tuple(input_shape), (n_d,) + tuple(input_shape) + (self.n_params,)
+
+    def stored_streams(self, fiducial: Array, derivative: Array) -> dict[str, Any]:
+        """The stored arrays as stream inputs: {"main": (fiducial[:n_d], derivative),
+        "remaining": fiducial[n_d:]}."""
+        n_d = derivative.shape[0]
+        return {"main": (fiducial[:n_d], derivative), "remaining": fiducial[n_d:]}
 
 
 class FiniteDifference(NamedTuple):
@@ -94,10 +221,66 @@ class FiniteDifference(NamedTuple):
              in C order to (2·p·n_d,)+input_shape; [:, 0, α] below, [:, 1, α] above.
     assemble: x = fiducial.x; with X = derivative.x reshaped to (n_d, 2, p, s),
               dx_dθ[i, a, α] = (X[i, 1, α, a] − X[i, 0, α, a]) / δθ[α].
+
+    Attributes:
+        δθ: the parameter differences, shape (p,).
     """
     δθ: Array  # (p,)
     streams = ("fiducial", "derivative")
     derivative_streams = ()
+    quantities = {"fiducial": "n_s", "derivative": "2·p·n_d (= 2 · n_params · n_d)"}
+    simulates = False
+    seed_cotangent_name = "dΛ/dx_mp"
+
+    @property
+    def n_params(self) -> int:
+        """The number of parameters p, the length of δθ."""
+        return len(self.δθ)
+
+    def stream_sizes(self, n_s: int, n_d: int) -> dict[str, int]:
+        """{"fiducial": n_s, "derivative": 2·p·n_d}."""
+        return {"fiducial": n_s, "derivative": 2 * self.n_params * n_d}
+
+    def stored_shapes(self, n_s: int, n_d: int, input_shape: Shape) -> tuple[Shape, Shape]:
+        """The shapes of the stored arrays: (fiducial (n_s,)+input_shape, derivative
+        (n_d, 2, p)+input_shape)."""
+        return (n_s,) + tuple(input_shape), (n_d, 2, self.n_params) + tuple(input_shape)
+
+    def stored_streams(self, fiducial: Array, derivative: Array) -> dict[str, Any]:
+        """The stored arrays as stream inputs: {"fiducial": fiducial, "derivative":
+        derivative flattened in C order to (2·p·n_d,)+input_shape}."""
+        return {"fiducial": fiducial,
+                "derivative": derivative.reshape((-1,) + derivative.shape[3:])}
+
+    def seed_summaries(self, outputs: dict[str, Summaries],
+                       assemble: Callable[[Any, dict[str, Summaries]], Summaries]
+                       ) -> PerturbedSummaries:
+        """PerturbedSummaries(x (n_s, s), x_mp (n_d, 2, p, s)): the derivative stream's
+        summaries in their stored layout."""
+        x = outputs["fiducial"].x
+        return PerturbedSummaries(x, outputs["derivative"].x.reshape(
+            (-1, 2, self.n_params, x.shape[-1])))
+
+    def seed_derivative_shape(self, n_d: int, n_summaries: int) -> Shape:
+        """(n_d, 2, p, s): the shape of x_mp."""
+        return (n_d, 2, self.n_params, n_summaries)
+
+    def stream_cotangents(self, ct_x: Array, ct_second: Array, n_d: int
+                          ) -> dict[str, Summaries]:
+        """{"fiducial": ct_x, "derivative": ct_second flattened to (2·p·n_d, s)}."""
+        return {"fiducial": Summaries(ct_x, None),
+                "derivative": Summaries(ct_second.reshape((-1, ct_x.shape[-1])), None)}
+
+    def seed_batch_attributes(self, n_s: int, n_d: int, n_summaries: int, n_devices: int,
+                              n_per_device: int) -> dict[str, Any]:
+        """fiducial_iterations, derivative_iterations, derivative_output_shape,
+        fiducial_batch_shape and derivative_batch_shape."""
+        per_pass = n_devices * n_per_device
+        fiducial, derivative = n_s // per_pass, 2 * self.n_params * n_d // per_pass
+        return {"fiducial_iterations": fiducial, "derivative_iterations": derivative,
+                "derivative_output_shape": (n_d, 2, self.n_params, n_summaries),
+                "fiducial_batch_shape": (n_devices, fiducial, n_per_device),
+                "derivative_batch_shape": (n_devices, derivative, n_per_device)}
 
 
 class ThroughSimulator(NamedTuple):
@@ -108,15 +291,60 @@ class ThroughSimulator(NamedTuple):
              "remaining" — batches of keys (b, 2), summaries only.
     assemble: as Exact. For the reference backends the simulator may instead be
     ``simulator(key, θ) -> (d, ∂d/∂θ)`` written in NumPy (``returns_derivative``).
+
+    Attributes:
+        simulator: ``simulator(key, θ) -> d`` (or ``(d, ∂d/∂θ)``, see above).
+        θ_fid: the fiducial parameters, shape (p,).
+        returns_derivative: whether ``simulator`` returns ``(d, ∂d/∂θ)``.
     """
     simulator: Callable
     θ_fid: Array  # (p,)
     returns_derivative: bool = False
     streams = ("main", "remaining")
     derivative_streams = ("main",)
+    quantities = _MAIN_QUANTITIES
+    simulates = True
+    seed_cotangent_name = "dΛ/d(∂x/∂θ)"
+    stream_sizes = _main_stream_sizes
+    seed_summaries = _main_seed_summaries
+    seed_derivative_shape = _main_seed_derivative_shape
+    stream_cotangents = _main_stream_cotangents
+    seed_batch_attributes = _main_seed_batch_attributes
+
+    @property
+    def n_params(self) -> int:
+        """The number of parameters p, the length of θ_fid."""
+        return len(self.θ_fid)
+
+    def key_streams(self, keys: Array, n_d: int) -> dict[str, Array]:
+        """Simulation keys (n_s, 2) as stream inputs: {"main": keys[:n_d], "remaining":
+        keys[n_d:]}."""
+        return {"main": keys[:n_d], "remaining": keys[n_d:]}
 
 
 Kind = Exact | FiniteDifference | ThroughSimulator
+MainKind = Exact | ThroughSimulator  # the kinds with streams "main" and "remaining"
+
+
+def kind_entry(table: dict[type, Any], kind: Any, where: str) -> Any:
+    """A backend's entry for derivative kind ``kind`` in ``table`` (keyed on kind classes).
+
+    Args:
+        table: {kind class: entry}.
+        kind: a derivative kind.
+        where: the table's place, for the message (e.g. "backends/jax/summaries.py _ONE").
+
+    Returns:
+        ``table[type(kind)]``.
+
+    Raises:
+        TypeError: no entry for the kind's class.
+    """
+    try:
+        return table[type(kind)]
+    except KeyError:
+        raise TypeError(f"unknown derivative kind {type(kind).__name__}: no entry for it in "
+                        f"{where}") from None
 
 
 class Network(NamedTuple):
@@ -198,10 +426,24 @@ class Optimiser(NamedTuple):
 
 
 def stream_sizes(kind: Kind, n_s: int, n_d: int, n_params: int) -> dict[str, int]:
-    """Number of simulations in each stream of a kind."""
-    if isinstance(kind, FiniteDifference):
-        return {"fiducial": n_s, "derivative": 2 * n_params * n_d}
-    return {"main": n_d, "remaining": n_s - n_d}
+    """The number of simulations in each stream of a kind (``kind.stream_sizes``).
+
+    Args:
+        kind: a derivative kind.
+        n_s: the number of fiducial simulations.
+        n_d: how many of them have θ-derivatives.
+        n_params: the number of parameters; must be the kind's.
+
+    Returns:
+        {stream name: number of simulations}.
+
+    Raises:
+        ValueError: ``n_params`` is not the kind's number of parameters.
+    """
+    if n_params != kind.n_params:
+        raise ValueError(f"n_params = {n_params}, but the {type(kind).__name__} kind has "
+                         f"{kind.n_params} parameters")
+    return kind.stream_sizes(n_s, n_d)
 
 
 # --- the seams a fit is assembled from ---------------------------------------------
@@ -351,7 +593,7 @@ class Runtime(Backend, Protocol):
 
 __all__ = [
     "Array", "Weights", "Summaries", "PerturbedSummaries", "FisherStatistics", "LossParts", "Exact",
-    "FiniteDifference", "ThroughSimulator", "Kind", "Network", "StatisticsBackend",
+    "FiniteDifference", "ThroughSimulator", "Kind", "DerivativeKind", "kind_entry", "Network", "StatisticsBackend",
     "BatchBackend", "Backend", "Optimiser", "stream_sizes", "Streams", "Executor", "Source",
     "Runtime",
 ]

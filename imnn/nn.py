@@ -2,7 +2,9 @@
 
 Every backend can run these: the JAX backend builds init/apply from them, the
 reference backends evaluate them with hand-written forward, forward-mode and
-reverse-mode passes in float64.
+reverse-mode passes in float64. Each layer class (a ``Layer``) owns its output shape, its
+weights' shapes and initialisation and its table form for saving; each backend keeps the
+numerics of applying it, in one table keyed on the layer's class.
 
 Conventions (all backends follow them exactly):
 - One simulation at a time; no batch axis in shapes.
@@ -39,29 +41,173 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from ._checks import positive_integer
+from .contracts import Array
 
 ACTIVATIONS = ("tanh", "relu", "leaky_relu", "softplus", "elu", "sigmoid")
 
+Shape = tuple[int, ...]
+
+# The argument table of a layer type in its table form: {argument: (kind, default)}, kind one
+# of "int", "ints" (a positive integer or a list of them), "number" (finite), "str"; a default
+# of REQUIRED marks an argument the table must give. ``imnn._tables`` checks tables by it.
+REQUIRED = object()
+TableArguments = dict[str, tuple[str, Any]]
+
+LAYER_CLASSES: list[type[Layer]] = []  # every Layer subclass, in the order it was defined
+
+
+class Layer:
+    """What every imnn.nn layer owns: its output shape, its weights' shapes and initial
+    values, and its table form for saving (``imnn._tables``). The numerics of applying it
+    live in each backend, in one table keyed on the layer's class
+    (``backends/jax/network.py`` ``_APPLY``, ``reference/numpy/_network.py`` ``_PASSES``).
+
+    Shapes are of one simulation (no batch axis). Subclasses are frozen dataclasses and
+    register themselves in ``LAYER_CLASSES``; each sets ``table_arguments``, a dict
+    {table type name: TableArguments} of the table types it is saved as.
+    """
+
+    table_arguments: ClassVar[dict[str, TableArguments]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        LAYER_CLASSES.append(cls)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """The shape of this layer's output.
+
+        Args:
+            input_shape: the shape of its input.
+
+        Returns:
+            The shape of its output.
+
+        Raises:
+            ValueError: the layer cannot take an input of ``input_shape``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define output_shape")
+
+    def weight_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        """The shapes of this layer's weights (``()`` for a layer without weights).
+
+        Args:
+            input_shape: the shape of its input.
+
+        Returns:
+            One shape per weight array, in the order of the layer's weight tuple.
+        """
+        return ()
+
+    def init(self, rng: np.random.Generator, input_shape: Shape) -> tuple[np.ndarray, ...]:
+        """The layer's initial float64 weights, drawn from ``rng``.
+
+        Args:
+            rng: the NumPy generator ``init_weights`` draws every layer's weights from,
+                layer after layer (so the draws, and the weights, depend on the key only).
+            input_shape: the shape of its input.
+
+        Returns:
+            A tuple of arrays of shapes ``weight_shapes(input_shape)``; ``()`` without weights.
+        """
+        return ()
+
+    def to_table(self) -> dict[str, Any]:
+        """The layer as a JSON/TOML table, e.g. ``{"type": "Dense", "features": 128}``.
+
+        Returns:
+            A dict with ``"type"`` (a key of ``table_arguments``) and the arguments that
+            ``from_table`` takes back.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define to_table")
+
+    @classmethod
+    def from_table(cls, type_name: str, arguments: dict[str, Any]) -> Layer:
+        """The layer a table describes, from its arguments once checked.
+
+        Args:
+            type_name: the table's ``"type"``, a key of ``cls.table_arguments``.
+            arguments: every argument of ``cls.table_arguments[type_name]``, checked
+                against its kind, defaults filled in.
+
+        Returns:
+            The layer.
+
+        Raises:
+            ValueError, TypeError: the arguments are out of range (as the constructor
+                raises them).
+        """
+        return cls(**arguments)
+
+
+def _glorot(rng: np.random.Generator, kernel_shape: Shape, fan_in: int, fan_out: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A Glorot normal kernel (std sqrt(2 / (fan_in + fan_out))) and a zero bias."""
+    std = math.sqrt(2.0 / (fan_in + fan_out))
+    return rng.normal(0.0, std, kernel_shape), np.zeros(kernel_shape[-1])
+
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(Layer):
+    """A fully connected layer: x (k,) -> x @ W + b, shape (features,).
+
+    Weights: W (k, features), b (features,); W Glorot normal, b zero.
+
+    Args:
+        features: the number of outputs (a positive integer).
+    """
     features: int
+    table_arguments: ClassVar[dict[str, TableArguments]] = {
+        "Dense": {"features": ("int", REQUIRED)}}
 
     def __post_init__(self):
         positive_integer("Dense features", self.features)
 
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"Dense expects a 1-D input, got shape {tuple(input_shape)}; add Flatten first")
+        return (self.features,)
+
+    def weight_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        self.output_shape(input_shape)
+        return (input_shape[0], self.features), (self.features,)
+
+    def init(self, rng: np.random.Generator, input_shape: Shape) -> tuple[np.ndarray, ...]:
+        kernel, _ = self.weight_shapes(input_shape)
+        return _glorot(rng, kernel, input_shape[0], self.features)
+
+    def to_table(self) -> dict[str, Any]:
+        return {"type": "Dense", "features": self.features}
+
 
 @dataclass(frozen=True)
-class Conv:
+class Conv(Layer):
+    """A 1-D or 2-D convolution, channels last (cross-correlation, no kernel flip).
+
+    1-D: input (L, C_in) -> (L_out, features); 2-D: input (H, W, C_in) -> (H_out, W_out,
+    features). Per spatial axis of length n, kernel k and stride s: "VALID" gives
+    (n − k) // s + 1, "SAME" ceil(n / s) (padding as ``conv_padding``).
+    Weights: kernel + (C_in, features), bias (features,); Glorot normal kernel with
+    fan_in = prod(kernel)·C_in and fan_out = prod(kernel)·features, zero bias.
+
+    Args:
+        features: the number of output channels (a positive integer).
+        kernel: the kernel's spatial shape, 1 or 2 positive integers (an int is 1-D).
+        strides: the strides, as many as ``kernel`` (default: 1 on every axis).
+        padding: "SAME" (default) or "VALID".
+    """
     features: int
     kernel: tuple
     strides: tuple | None = None
     padding: str = "SAME"
+    table_arguments: ClassVar[dict[str, TableArguments]] = {
+        "Conv": {"features": ("int", REQUIRED), "kernel": ("ints", REQUIRED),
+                 "strides": ("ints", None), "padding": ("str", "SAME")}}
 
     def __post_init__(self):
         positive_integer("Conv features", self.features)
@@ -79,32 +225,124 @@ class Conv:
         object.__setattr__(self, "kernel", kernel)
         object.__setattr__(self, "strides", strides)
 
+    def output_shape(self, input_shape: Shape) -> Shape:
+        input_shape = tuple(input_shape)
+        nd = len(self.kernel)
+        if len(input_shape) != nd + 1:
+            raise ValueError(
+                f"a {nd}-D Conv expects inputs of shape {'(L, C)' if nd == 1 else '(H, W, C)'}, "
+                f"got {input_shape}; add Reshape to give a channel axis")
+        spatial = tuple(
+            conv_output_length(n, k, s, self.padding)
+            for n, k, s in zip(input_shape[:-1], self.kernel, self.strides, strict=True))
+        if min(spatial) < 1:
+            raise ValueError(f"Conv kernel {self.kernel} is larger than its input {input_shape}")
+        return spatial + (self.features,)
+
+    def weight_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        self.output_shape(input_shape)
+        return self.kernel + (input_shape[-1], self.features), (self.features,)
+
+    def init(self, rng: np.random.Generator, input_shape: Shape) -> tuple[np.ndarray, ...]:
+        kernel, _ = self.weight_shapes(input_shape)
+        field = math.prod(self.kernel)
+        return _glorot(rng, kernel, field * input_shape[-1], field * self.features)
+
+    def to_table(self) -> dict[str, Any]:
+        return {"type": "Conv", "features": self.features, "kernel": list(self.kernel),
+                "strides": list(self.strides), "padding": self.padding}
+
 
 @dataclass(frozen=True)
-class Activation:
+class Reshape(Layer):
+    """A C-order reshape of the input to ``shape`` (as many elements). No weights.
+
+    Args:
+        shape: the output shape, a sequence of positive integers.
+    """
+    shape: tuple
+    table_arguments: ClassVar[dict[str, TableArguments]] = {
+        "Reshape": {"shape": ("ints", REQUIRED)}}
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if math.prod(self.shape) != math.prod(input_shape):
+            raise ValueError(f"cannot Reshape input of shape {tuple(input_shape)} to {self.shape}")
+        return self.shape
+
+    def to_table(self) -> dict[str, Any]:
+        return {"type": "Reshape", "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class FlattenLayer(Layer):
+    """The C-order ravel of the input: shape (prod(input_shape),). No weights.
+    Use the instance ``Flatten``."""
+    table_arguments: ClassVar[dict[str, TableArguments]] = {"Flatten": {}}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (math.prod(input_shape),)
+
+    def to_table(self) -> dict[str, Any]:
+        return {"type": "Flatten"}
+
+    @classmethod
+    def from_table(cls, type_name: str, arguments: dict[str, Any]) -> FlattenLayer:
+        return Flatten
+
+
+# activation name -> (table type, the table's name for ``parameter`` or None)
+_ACTIVATION_TABLES = {"tanh": ("Tanh", None), "relu": ("Relu", None),
+                      "softplus": ("Softplus", None), "sigmoid": ("Sigmoid", None),
+                      "elu": ("Elu", "alpha"), "leaky_relu": ("LeakyRelu", "negative_slope")}
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    """An elementwise activation; the output has the input's shape. No weights.
+
+    ``name`` is one of tanh, relu, leaky_relu (x if x > 0 else slope·x), softplus
+    (log(1 + eˣ)), elu (x if x > 0 else α(eˣ − 1)), sigmoid (1 / (1 + e⁻ˣ)); use the
+    instances ``Tanh``, ``Relu``, ``Softplus``, ``Sigmoid`` and the functions ``LeakyRelu``,
+    ``Elu``.
+
+    Args:
+        name: the activation's name, one of ``ACTIVATIONS``.
+        parameter: leaky_relu's slope or elu's α (unused by the others).
+    """
     name: str
     parameter: float = 0.0
+    table_arguments: ClassVar[dict[str, TableArguments]] = {
+        "Tanh": {}, "Relu": {}, "Softplus": {}, "Sigmoid": {},
+        "Elu": {"alpha": ("number", 1.0)}, "LeakyRelu": {"negative_slope": ("number", 0.01)}}
 
     def __post_init__(self):
         if self.name not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.name!r}")
 
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
 
-@dataclass(frozen=True)
-class FlattenLayer:
-    pass
+    def to_table(self) -> dict[str, Any]:
+        type_name, parameter = _ACTIVATION_TABLES[self.name]
+        return {"type": type_name} | ({parameter: self.parameter} if parameter else {})
 
-
-@dataclass(frozen=True)
-class Reshape:
-    shape: tuple
-
-    def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+    @classmethod
+    def from_table(cls, type_name: str, arguments: dict[str, Any]) -> Activation:
+        name = next(n for n, (t, _) in _ACTIVATION_TABLES.items() if t == type_name)
+        parameter = _ACTIVATION_TABLES[name][1]
+        return cls(name, float(arguments[parameter])) if parameter else cls(name)
 
 
 @dataclass(frozen=True)
 class Serial:
+    """Layers applied one after the other (made by ``serial``).
+
+    Args:
+        layers: a tuple of ``Layer`` instances.
+    """
     layers: tuple
 
 
@@ -116,15 +354,27 @@ Sigmoid = Activation("sigmoid")
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Activation:
+    """The leaky ReLU activation, x if x > 0 else ``negative_slope``·x."""
     return Activation("leaky_relu", float(negative_slope))
 
 
 def Elu(alpha: float = 1.0) -> Activation:
+    """The ELU activation, x if x > 0 else ``alpha``·(eˣ − 1)."""
     return Activation("elu", float(alpha))
 
 
-def serial(*layers) -> Serial:
-    """Compose layers (or nested ``serial`` models) one after the other."""
+def serial(*layers: Layer | Serial) -> Serial:
+    """Compose layers (or nested ``serial`` models) one after the other.
+
+    Args:
+        *layers: ``Layer`` instances or ``Serial`` models.
+
+    Returns:
+        The model, a ``Serial`` of the layers (nested models flattened).
+
+    Raises:
+        TypeError: an argument is not an imnn.nn layer or model.
+    """
     flat = []
     for layer in layers:
         if isinstance(layer, Serial):
@@ -137,25 +387,31 @@ def serial(*layers) -> Serial:
 
 
 def is_layer(obj: Any) -> bool:
-    return isinstance(obj, (Dense, Conv, Activation, FlattenLayer, Reshape))
+    """Whether ``obj`` is an imnn.nn layer."""
+    return isinstance(obj, Layer)
 
 
 def is_model(obj: Any) -> bool:
+    """Whether ``obj`` is an imnn.nn model: a ``Serial`` or one layer."""
     return isinstance(obj, Serial) or is_layer(obj)
 
 
-def layers_of(model) -> tuple:
+def layers_of(model: Serial | Layer) -> tuple[Layer, ...]:
+    """The layers of an imnn.nn model, in order."""
     return model.layers if isinstance(model, Serial) else (model,)
 
 
 def conv_output_length(n: int, k: int, stride: int, padding: str) -> int:
+    """The output length of a convolution along one spatial axis of length ``n`` with a
+    kernel of length ``k``: (n − k) // stride + 1 for "VALID", ceil(n / stride) for "SAME"."""
     if padding == "VALID":
         return (n - k) // stride + 1
     return -(-n // stride)
 
 
 def conv_padding(n: int, k: int, stride: int, padding: str) -> tuple[int, int]:
-    """(before, after) padding of one spatial axis."""
+    """(before, after) padding of one spatial axis: none for "VALID"; for "SAME" the total
+    max((out − 1)·stride + k − n, 0), of which floor(total / 2) before."""
     if padding == "VALID":
         return (0, 0)
     out = conv_output_length(n, k, stride, padding)
@@ -163,40 +419,15 @@ def conv_padding(n: int, k: int, stride: int, padding: str) -> tuple[int, int]:
     return (total // 2, total - total // 2)
 
 
-def layer_output_shape(layer, input_shape: tuple) -> tuple:
-    input_shape = tuple(input_shape)
-    if isinstance(layer, Dense):
-        if len(input_shape) != 1:
-            raise ValueError(
-                f"Dense expects a 1-D input, got shape {input_shape}; add Flatten first")
-        return (layer.features,)
-    if isinstance(layer, Conv):
-        nd = len(layer.kernel)
-        if len(input_shape) != nd + 1:
-            raise ValueError(
-                f"a {nd}-D Conv expects inputs of shape {'(L, C)' if nd == 1 else '(H, W, C)'}, "
-                f"got {input_shape}; add Reshape to give a channel axis")
-        spatial = tuple(
-            conv_output_length(n, k, s, layer.padding)
-            for n, k, s in zip(input_shape[:-1], layer.kernel, layer.strides, strict=True))
-        if min(spatial) < 1:
-            raise ValueError(f"Conv kernel {layer.kernel} is larger than its input {input_shape}")
-        return spatial + (layer.features,)
-    if isinstance(layer, Activation):
-        return input_shape
-    if isinstance(layer, FlattenLayer):
-        return (math.prod(input_shape),)
-    if isinstance(layer, Reshape):
-        if math.prod(layer.shape) != math.prod(input_shape):
-            raise ValueError(f"cannot Reshape input of shape {input_shape} to {layer.shape}")
-        return layer.shape
-    raise TypeError(f"not an imnn.nn layer: {layer!r}")
+def output_shape(model: Serial | Layer, input_shape: Shape) -> Shape:
+    """The output shape of an imnn.nn model for one simulation of ``input_shape``.
 
-
-def output_shape(model, input_shape: tuple) -> tuple:
+    Raises:
+        ValueError: a layer cannot take the output of the layers before it.
+    """
     shape = tuple(input_shape)
     for layer in layers_of(model):
-        shape = layer_output_shape(layer, shape)
+        shape = layer.output_shape(shape)
     return shape
 
 
@@ -212,25 +443,29 @@ def seed_from_key(key) -> int:
         np.array([1 << 32, 1], dtype=np.uint64)[-data.size:]))
 
 
-def init_weights(model, input_shape: tuple, key) -> list:
-    """Initial float64 weights for ``model``: a list of per-layer tuples."""
+def init_weights(model: Serial | Layer, input_shape: Shape, key: Array | int
+                 ) -> list[tuple[np.ndarray, ...]]:
+    """Initial float64 weights for ``model``: one tuple per layer (``Layer.init``), all
+    drawn from one NumPy generator seeded by ``key``, so every backend starts from the same
+    weights for the same key.
+
+    Args:
+        model: an imnn.nn model.
+        input_shape: the shape of one simulation.
+        key: a JAX PRNG key (raw or typed) or an int seed.
+
+    Returns:
+        A list with one tuple of arrays per layer (``()`` for layers without weights).
+
+    Raises:
+        ValueError: a layer cannot take the output of the layers before it.
+    """
     rng = np.random.default_rng(seed_from_key(key))
     shape = tuple(input_shape)
     weights = []
     for layer in layers_of(model):
-        out = layer_output_shape(layer, shape)
-        if isinstance(layer, Dense):
-            fan_in, fan_out = shape[0], layer.features
-            std = math.sqrt(2.0 / (fan_in + fan_out))
-            weights.append((rng.normal(0.0, std, (fan_in, fan_out)), np.zeros(fan_out)))
-        elif isinstance(layer, Conv):
-            cin = shape[-1]
-            field = math.prod(layer.kernel)
-            std = math.sqrt(2.0 / (field * cin + field * layer.features))
-            weights.append((rng.normal(0.0, std, layer.kernel + (cin, layer.features)),
-                            np.zeros(layer.features)))
-        else:
-            weights.append(())
+        out = layer.output_shape(shape)
+        weights.append(tuple(layer.init(rng, shape)))
         shape = out
     return weights
 
@@ -285,8 +520,8 @@ def from_function(apply: Callable, params: Any) -> FunctionModel:
 
 
 __all__ = [
-    "Dense", "Conv", "Activation", "Flatten", "FlattenLayer", "Reshape", "Serial", "Tanh", "Relu",
-    "Softplus", "Sigmoid", "LeakyRelu", "Elu", "serial", "output_shape", "init_weights",
-    "conv_padding", "conv_output_length", "is_model", "layers_of", "FunctionModel",
-    "from_function",
+    "Layer", "Dense", "Conv", "Activation", "Flatten", "FlattenLayer", "Reshape", "Serial", "Tanh",
+    "Relu", "Softplus", "Sigmoid", "LeakyRelu", "Elu", "serial", "output_shape", "init_weights",
+    "conv_padding", "conv_output_length", "is_layer", "is_model", "layers_of", "FunctionModel",
+    "from_function", "LAYER_CLASSES",
 ]

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .contracts import FiniteDifference, ThroughSimulator, stream_sizes
+from .contracts import Array, Exact, FiniteDifference, ThroughSimulator, stream_sizes
 
 
 class Layout(NamedTuple):
@@ -42,8 +42,8 @@ class Layout(NamedTuple):
             lambda a: a.reshape((n_batches, n // n_batches) + a.shape[1:]), tree)
 
 
-QUANTITY = {"main": "n_d", "remaining": "n_s - n_d", "fiducial": "n_s",
-            "derivative": "2·p·n_d (= 2 · n_params · n_d)"}
+# {stream name: how messages name its size}, over every kind's streams
+QUANTITY = {**Exact.quantities, **FiniteDifference.quantities, **ThroughSimulator.quantities}
 
 
 def range_limit(dtype) -> float:
@@ -135,11 +135,13 @@ class ArraySource(StoredStreams):
     (n_d, 2, p)+input_shape, seed-matched (docs/design/behaviour.md#derivatives).
     """
 
-    def __init__(self, kind, n_s, n_d, n_params, input_shape, fiducial, derivative,
-                 validation_fiducial, validation_derivative, layout: Layout, dtype=None):
+    def __init__(self, kind: Exact | FiniteDifference, n_s: int, n_d: int, n_params: int,
+                 input_shape: tuple, fiducial: Array, derivative: Array,
+                 validation_fiducial: Array | None, validation_derivative: Array | None,
+                 layout: Layout, dtype=None):
         self.kind, self.layout = kind, layout
         self.sizes = stream_sizes(kind, n_s, n_d, n_params)
-        shapes = self._shapes(kind, n_s, n_d, n_params, tuple(input_shape))
+        shapes = kind.stored_shapes(n_s, n_d, tuple(input_shape))
 
         def check(name, array, shape):
             return check_array(name, array, shape, floating=True, dtype=dtype)
@@ -158,20 +160,9 @@ class ArraySource(StoredStreams):
         if self.validate:
             self.arrays["validation"] = self._streams(*validation)
 
-    @staticmethod
-    def _shapes(kind, n_s, n_d, p, input_shape):
-        if isinstance(kind, FiniteDifference):
-            return (n_s,) + input_shape, (n_d, 2, p) + input_shape
-        return (n_s,) + input_shape, (n_d,) + input_shape + (p,)
-
     def _streams(self, fiducial, derivative):
-        n_d = derivative.shape[0]
-        if isinstance(self.kind, FiniteDifference):
-            flat = derivative.reshape((-1,) + derivative.shape[3:])
-            streams = {"fiducial": fiducial, "derivative": flat}
-        else:
-            streams = {"main": (fiducial[:n_d], derivative), "remaining": fiducial[n_d:]}
-        return {name: self.layout.batched(name, value, QUANTITY[name])
+        streams = self.kind.stored_streams(fiducial, derivative)
+        return {name: self.layout.batched(name, value, self.kind.quantities[name])
                 for name, value in streams.items() if self.sizes[name]}
 
     def data(self, runtime, rng=None):
@@ -211,20 +202,22 @@ class SimulatorSource:
     validate = False
     validation_streams = None
 
-    def __init__(self, kind: ThroughSimulator, n_s, n_d, n_params, layout: Layout, runtime):
+    def __init__(self, kind: ThroughSimulator, n_s: int, n_d: int, n_params: int,
+                 layout: Layout, runtime):
         self.kind, self.layout, self.n_s, self.n_d = kind, layout, n_s, n_d
         self.runtime = runtime
         self.sizes = stream_sizes(kind, n_s, n_d, n_params)
         for name, n in self.sizes.items():
-            layout.n_batches(name, n, QUANTITY[name])
+            layout.n_batches(name, n, kind.quantities[name])
 
     def data(self, runtime, rng):
         return {"rng": as_raw_key(rng)}
 
     def _streams(self, keys):
-        streams = {"main": keys[:self.n_d], "remaining": keys[self.n_d:]}
-        return {name: (self.runtime.place(self.layout.batched(name, value, QUANTITY[name])),
-                       name == "main")
+        streams = self.kind.key_streams(keys, self.n_d)
+        return {name: (self.runtime.place(self.layout.batched(name, value,
+                                                              self.kind.quantities[name])),
+                       name in self.kind.derivative_streams)
                 for name, value in streams.items() if self.sizes[name]}
 
     def training_streams(self, data, i):

@@ -1,6 +1,9 @@
 """Reference network passes: conventions, forward-mode tangents, the weight gradient of the
 whole pipeline (batch_summaries → loss_and_cotangents → batch_weight_gradient) against
 finite differences of the loss, batch splitting, and NumPy/Numba agreement."""
+import dataclasses
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +11,7 @@ import pytest
 from jax.example_libraries import stax
 
 from imnn import nn
+from imnn.backends.jax import network as jax_network, summaries as jax_summaries
 from imnn.contracts import (
     BatchBackend,
     Exact,
@@ -19,6 +23,7 @@ from imnn.contracts import (
 )
 from imnn.reference.numba import NumbaBackend
 from imnn.reference.numpy import NumpyBackend
+from imnn.reference.numpy._network import _passes_of
 
 NUMPY, NUMBA = NumpyBackend(), NumbaBackend()
 P, N_S, N_D, λ, α = 2, 10, 5, 10.0, 0.9531
@@ -180,6 +185,65 @@ def test_init_is_the_backend_neutral_initialisation():
                 np.testing.assert_array_equal(a, b)
 
 
+# Every layer class, with shapes that change on every axis it acts on: (layer, input shape).
+LAYER_CASES = [
+    (nn.Dense(4), (5,)),
+    (nn.Conv(3, (3, 2), (2, 1), "SAME"), (7, 5, 2)),
+    (nn.Conv(2, (3, 2), (2, 3), "VALID"), (8, 7, 3)),
+    (nn.Conv(2, (4,), (3,), "SAME"), (10, 2)),
+    (nn.Reshape((3, 10)), (5, 6)),
+    (nn.Flatten, (3, 4, 2)),
+    (nn.Elu(0.7), (3, 2)),
+]
+
+
+@pytest.mark.parametrize("layer, input_shape", LAYER_CASES, ids=lambda c: repr(c))
+def test_each_layer_output_and_weight_shapes_are_those_every_backend_gives(layer, input_shape):
+    w = layer.init(np.random.default_rng(4), input_shape)
+    assert tuple(a.shape for a in w) == tuple(layer.weight_shapes(input_shape))
+    out = layer.output_shape(input_shape)
+    Z = np.random.default_rng(5).normal(size=(2, 3) + input_shape)
+    primal = []
+    for backend in (NUMPY, NUMBA):
+        passes = _passes_of(layer)(layer, input_shape, out, backend.kernels)
+        Y = passes.forward(w, Z.copy())
+        assert Y.shape == (2, 3) + out
+        primal.append(Y[:, 0])
+    with jax.enable_x64(True):
+        apply = jax_network._APPLY[type(layer)]
+        for conv in (jax_network._conv, jax_network._conv_as_product):
+            h = jax.vmap(lambda d, conv=conv: apply(layer, input_shape, d, w, conv))(Z[:, 0])
+            assert h.shape == (2,) + out
+            primal.append(np.asarray(h))
+    for other in primal[1:]:
+        np.testing.assert_allclose(other, primal[0], rtol=1e-12, atol=1e-14)
+
+
+def test_a_layer_without_backend_entries_is_a_type_error_naming_it():
+    @dataclasses.dataclass(frozen=True)
+    class Pool(nn.Layer):
+        def output_shape(self, input_shape):
+            return tuple(input_shape)
+
+    model = nn.serial(Pool(), nn.Dense(2))
+    assert nn.output_shape(model, (4,)) == (2,)
+    with pytest.raises(TypeError, match=r"Pool\(\): no entry for Pool in backends/jax/network.py _APPLY"):
+        jax_network.network(model, (4,), jnp.float32)
+    for backend in (NUMPY, NUMBA):
+        with pytest.raises(TypeError, match=r"Pool\(\): no entry for Pool in reference/numpy/_network.py _PASSES"):
+            backend.network(model, (4,))
+
+
+def test_an_unknown_derivative_kind_is_a_type_error_naming_it():
+    class Other(NamedTuple):
+        n_params: int
+
+    outputs = {"main": Summaries(np.zeros((2, 3)), np.zeros((2, 3, P)))}
+    for assemble in (NUMPY.assemble, jax_summaries.assemble):
+        with pytest.raises(TypeError, match="unknown derivative kind Other"):
+            assemble(Other(P), outputs)
+
+
 def test_backends_fulfil_the_contracts():
     for backend, name in ((NUMPY, "numpy"), (NUMBA, "numba")):
         assert backend.name == name
@@ -303,6 +367,27 @@ def test_assemble_transpose_is_the_adjoint_of_assemble(kind):
     lhs = np.vdot(assembled.x, ct.x) + np.vdot(assembled.dx_dθ, ct.dx_dθ)
     rhs = sum(np.vdot(outputs[n].x, transposed[n].x)
               + (np.vdot(outputs[n].dx_dθ, transposed[n].dx_dθ) if outputs[n].dx_dθ is not None
+                 else 0.0) for n in sizes)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", [Exact(P), FiniteDifference(np.array([0.1, 0.4])),
+                                  ThroughSimulator(None, np.array([0.5, 1.5]))],
+                         ids=["exact", "finite-difference", "simulator"])
+def test_a_kinds_stream_cotangents_are_the_adjoint_of_its_seed_summaries(kind):
+    rng = np.random.default_rng(8)
+    s, sizes = 3, kind.stream_sizes(N_S, N_D)
+    outputs = {name: Summaries(rng.normal(size=(n, s)), rng.normal(size=(n, s, P))
+                               if name in kind.derivative_streams else None)
+               for name, n in sizes.items()}
+    seen = kind.seed_summaries(outputs, NUMPY.assemble)
+    assert seen[0].shape == (N_S, s) and seen[1].shape == kind.seed_derivative_shape(N_D, s)
+    ct = (rng.normal(size=(N_S, s)), rng.normal(size=kind.seed_derivative_shape(N_D, s)))
+    streams = kind.stream_cotangents(*ct, N_D)
+    assert set(streams) == set(sizes)
+    lhs = np.vdot(seen[0], ct[0]) + np.vdot(seen[1], ct[1])
+    rhs = sum(np.vdot(outputs[n].x, streams[n].x)
+              + (np.vdot(outputs[n].dx_dθ, streams[n].dx_dθ) if streams[n].dx_dθ is not None
                  else 0.0) for n in sizes)
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
 

@@ -25,7 +25,7 @@ from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imnn._compilation import compiler_options
-from imnn.contracts import Exact, Summaries, ThroughSimulator
+from imnn.contracts import Exact, Summaries
 from imnn.fitting import fit_step_and_keep_going, keep_going, run_loop
 
 from . import summaries as S
@@ -218,13 +218,8 @@ class JaxExecutor:
 
     def _abstract_inputs(self, n_batches, n_per_device, dtype, with_derivative):
         """One device's stream inputs (n_batches, n_per_device, ...), as shapes."""
-        lead = (n_batches, n_per_device)
-        if isinstance(self.kind, ThroughSimulator):
-            return jax.ShapeDtypeStruct(lead + (2,), jnp.uint32)
-        d = jax.ShapeDtypeStruct(lead + tuple(self.network.input_shape), dtype)
-        if isinstance(self.kind, Exact) and with_derivative:
-            return d, jax.ShapeDtypeStruct(d.shape + (self.kind.n_params,), dtype)
-        return d
+        return S.abstract_inputs(self.kind, (n_batches, n_per_device),
+                                 self.network.input_shape, dtype, with_derivative)
 
     def _options(self, w, inputs, with_derivative):
         """(choice, bytes per device kept beyond the inputs), best first."""
@@ -245,7 +240,7 @@ class JaxExecutor:
         # Kept whole, a stream is also differentiated whole: its backward pass holds
         # cotangents of about the residuals' size while it runs, so count them twice.
         options = [(KEEP_ALL, 2 * (residuals(one_batch, whole) - residuals(recompute, whole)))]
-        if isinstance(self.kind, ThroughSimulator):
+        if self.kind.simulates:
             simulations = jax.eval_shape(
                 lambda keys: S.simulate(self.kind, keys, with_derivative), whole)
             options.append((KEEP_SIMULATIONS, _nbytes(simulations)))

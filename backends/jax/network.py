@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from functools import partial
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -57,16 +58,29 @@ def _conv_as_product(layer, shape, h, kernel, bias):
     return jnp.concatenate(windows, axis=-1) @ kernel.reshape(-1, kernel.shape[-1]) + bias
 
 
-def _apply_layer(layer, shape, h, w, conv=_conv):
-    if isinstance(layer, nn.Dense):
-        return h @ w[0] + w[1]
-    if isinstance(layer, nn.Conv):
-        return conv(layer, shape, h, *w)
-    if isinstance(layer, nn.Activation):
-        return _ACTIVATIONS[layer.name](h, layer.parameter)
-    if isinstance(layer, nn.FlattenLayer):
-        return h.reshape(-1)
-    return h.reshape(layer.shape)
+# The numerics of each imnn.nn layer on JAX, keyed on the layer's class: ``f(layer,
+# input_shape, h, w, conv) -> output``, h of shape input_shape (one simulation), w the
+# layer's weight tuple, ``conv`` the convolution to use (``_conv`` or ``_conv_as_product``).
+_APPLY = {
+    nn.Dense: lambda layer, shape, h, w, conv: h @ w[0] + w[1],
+    nn.Conv: lambda layer, shape, h, w, conv: conv(layer, shape, h, *w),
+    nn.Activation: lambda layer, shape, h, w, conv: _ACTIVATIONS[layer.name](h, layer.parameter),
+    nn.FlattenLayer: lambda layer, shape, h, w, conv: h.reshape(-1),
+    nn.Reshape: lambda layer, shape, h, w, conv: h.reshape(layer.shape),
+}
+
+
+def _layer_function(layer: nn.Layer) -> Callable:
+    """The JAX numerics of ``layer`` (its ``_APPLY`` entry).
+
+    Raises:
+        TypeError: no entry for the layer's class.
+    """
+    try:
+        return _APPLY[type(layer)]
+    except KeyError:
+        raise TypeError(f"the JAX backend cannot apply layer {layer!r}: no entry for "
+                        f"{type(layer).__name__} in backends/jax/network.py _APPLY") from None
 
 
 def network(model, input_shape: tuple, dtype) -> Network:
@@ -128,9 +142,10 @@ def _name(model) -> str:
 def _nn_network(model, input_shape: tuple, dtype) -> Network:
     """imnn.nn models: weights a list of per-layer tuples (``imnn.nn.init_weights``)."""
     layers = nn.layers_of(model)
+    functions = [_layer_function(layer) for layer in layers]
     shapes = [input_shape]
     for layer in layers:
-        shapes.append(nn.layer_output_shape(layer, shapes[-1]))
+        shapes.append(layer.output_shape(shapes[-1]))
     if len(shapes[-1]) != 1:
         raise ValueError(f"the model must end in a 1-D summary, its output has shape {shapes[-1]}")
 
@@ -140,8 +155,8 @@ def _nn_network(model, input_shape: tuple, dtype) -> Network:
 
     def apply(w, d, conv=_conv):
         h = d
-        for layer, shape, layer_w in zip(layers, shapes[:-1], w, strict=True):
-            h = _apply_layer(layer, shape, h, layer_w, conv)
+        for f, layer, shape, layer_w in zip(functions, layers, shapes[:-1], w, strict=True):
+            h = f(layer, shape, h, layer_w, conv)
         return h
 
     if any(isinstance(layer, nn.Conv) for layer in layers):

@@ -22,7 +22,7 @@ class _Dense:
     """x @ W + b on the last axis; Z (b, q, k) -> (b, q, n)."""
 
     def __init__(self, layer: nn.Dense, in_shape, out_shape, kernels: Kernels):
-        self.weight_shapes = ((in_shape[0], layer.features), (layer.features,))
+        pass  # nothing to prepare: the weights carry the shapes
 
     def forward(self, w, Z):
         W, bias = w
@@ -46,7 +46,6 @@ class _Conv:
 
     def __init__(self, layer: nn.Conv, in_shape, out_shape, kernels: Kernels):
         self.kernels = kernels
-        cin, cout = in_shape[-1], layer.features
         pads = [nn.conv_padding(n, k, s, layer.padding)
                 for n, k, s in zip(in_shape[:-1], layer.kernel, layer.strides)]
         lift = (1,) * (2 - len(layer.kernel))
@@ -57,7 +56,6 @@ class _Conv:
         self.out_shape = lift + tuple(out_shape)                # (Ho, Wo, C_out)
         self.layer_out_shape = tuple(out_shape)
         self.padded = tuple(n + a + b for n, (a, b) in zip(self.in_shape[:2], self.pads))
-        self.weight_shapes = (layer.kernel + (cin, cout), (cout,))
 
     def _padded_input(self, Z):
         X = Z.reshape((-1,) + self.in_shape)
@@ -88,7 +86,6 @@ class _Activation:
     def __init__(self, layer: nn.Activation, in_shape, out_shape, kernels: Kernels):
         self.name, self.parameter, self.kernels = layer.name, layer.parameter, kernels
         self.size = math.prod(in_shape)
-        self.weight_shapes = ()
 
     def _flat(self, Z):
         """(b, q) + shape -> contiguous (b, q, m), the kernels' layout."""
@@ -109,7 +106,6 @@ class _Reshape:
 
     def __init__(self, layer, in_shape, out_shape, kernels: Kernels):
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
-        self.weight_shapes = ()
 
     def forward(self, w, Z):
         return Z.reshape(Z.shape[:2] + self.out_shape)
@@ -118,8 +114,23 @@ class _Reshape:
         return (), G.reshape(G.shape[:2] + self.in_shape)
 
 
+# The float64 passes of each imnn.nn layer, keyed on the layer's class: ``P(layer,
+# in_shape, out_shape, kernels)`` with ``forward(w, Z)`` and ``backward(w, Z, G)``.
 _PASSES = {nn.Dense: _Dense, nn.Conv: _Conv, nn.Activation: _Activation,
            nn.FlattenLayer: _Reshape, nn.Reshape: _Reshape}
+
+
+def _passes_of(layer: nn.Layer) -> type:
+    """The reference passes of ``layer`` (its ``_PASSES`` entry).
+
+    Raises:
+        TypeError: no entry for the layer's class.
+    """
+    try:
+        return _PASSES[type(layer)]
+    except KeyError:
+        raise TypeError(f"the reference backends cannot apply layer {layer!r}: no entry for "
+                        f"{type(layer).__name__} in reference/numpy/_network.py _PASSES") from None
 
 
 class ReferenceModel:
@@ -134,10 +145,11 @@ class ReferenceModel:
     def __init__(self, model, input_shape: tuple, kernels: Kernels):
         self.kernels = kernels
         self.input_shape = tuple(int(n) for n in input_shape)
-        self.passes, shape = [], self.input_shape
+        self.passes, self.weight_shapes, shape = [], [], self.input_shape
         for layer in nn.layers_of(model):
-            out = nn.layer_output_shape(layer, shape)
-            self.passes.append(_PASSES[type(layer)](layer, shape, out, kernels))
+            out = layer.output_shape(shape)
+            self.weight_shapes.append(tuple(layer.weight_shapes(shape)))
+            self.passes.append(_passes_of(layer)(layer, shape, out, kernels))
             shape = out
         if len(shape) != 1:
             raise ValueError(f"the network must output a vector of summaries, but its output "
@@ -177,12 +189,11 @@ class ReferenceModel:
         if len(w) != len(self.passes):
             raise ValueError(f"the weights have {len(w)} layers, the model has {len(self.passes)}")
         checked = []
-        for i, (layer, wl) in enumerate(zip(self.passes, w)):
+        for i, (expected, wl) in enumerate(zip(self.weight_shapes, w)):
             wl = tuple(np.asarray(a, dtype=np.float64) for a in wl)
             shapes = tuple(a.shape for a in wl)
-            if shapes != layer.weight_shapes:
-                raise ValueError(f"layer {i} weights have shapes {shapes}, "
-                                 f"expected {layer.weight_shapes}")
+            if shapes != expected:
+                raise ValueError(f"layer {i} weights have shapes {shapes}, expected {expected}")
             checked.append(wl)
         return checked
 

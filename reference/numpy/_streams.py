@@ -6,35 +6,24 @@ propagates it through the layers.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
-from imnn.contracts import Exact, FiniteDifference, Summaries, ThroughSimulator
+from imnn.contracts import Exact, FiniteDifference, Summaries, ThroughSimulator, kind_entry
 
 
-def stacked_inputs(kind, inputs, with_derivative: bool, input_shape: tuple):
-    """One batch of a stream -> Z (b, 1 + p) + input_shape (p = 0 without derivatives)."""
-    if isinstance(kind, FiniteDifference):
-        if with_derivative:
-            raise ValueError("FiniteDifference streams are plain simulations: "
-                             "batch_summaries takes with_derivative=False")
-        d, dd = inputs, None
-    elif isinstance(kind, Exact):
-        d, dd = inputs if with_derivative else (inputs, None)
-    elif isinstance(kind, ThroughSimulator):
-        d, dd = simulate(kind, inputs, with_derivative, input_shape)
-    else:
-        raise TypeError(f"unknown derivative kind {type(kind).__name__}")
-    d = np.asarray(d, dtype=np.float64)
-    if d.shape[1:] != input_shape:
-        raise ValueError(f"expected simulations of shape (b,)+{input_shape}, got {d.shape}")
-    if dd is None:
-        return d[:, None]
-    dd = np.asarray(dd, dtype=np.float64)
-    p = len(kind.θ_fid) if isinstance(kind, ThroughSimulator) else kind.n_params
-    if dd.shape != d.shape + (p,):
-        raise ValueError(f"expected ∂d/∂θ of shape {d.shape + (p,)} (parameter axis last), "
-                         f"got {dd.shape}")
-    return np.concatenate([d[:, None], np.moveaxis(dd, -1, 1)], axis=1)
+def _stored(kind, inputs, with_derivative: bool, input_shape: tuple):
+    """Exact streams: d (b,)+input_shape, or (d, ∂d/∂θ) with derivatives."""
+    return inputs if with_derivative else (inputs, None)
+
+
+def _perturbed(kind, inputs, with_derivative: bool, input_shape: tuple):
+    """FiniteDifference streams: plain simulations d (b,)+input_shape."""
+    if with_derivative:
+        raise ValueError("FiniteDifference streams are plain simulations: "
+                         "batch_summaries takes with_derivative=False")
+    return inputs, None
 
 
 def simulate(kind: ThroughSimulator, keys, with_derivative: bool, input_shape: tuple):
@@ -68,6 +57,22 @@ def simulate(kind: ThroughSimulator, keys, with_derivative: bool, input_shape: t
         return np.asarray(d, dtype=np.float64), np.asarray(dd, dtype=np.float64)
 
 
+def stacked_inputs(kind, inputs, with_derivative: bool, input_shape: tuple):
+    """One batch of a stream -> Z (b, 1 + p) + input_shape (p = 0 without derivatives)."""
+    d, dd = _numerics(kind).simulations(kind, inputs, with_derivative, input_shape)
+    d = np.asarray(d, dtype=np.float64)
+    if d.shape[1:] != input_shape:
+        raise ValueError(f"expected simulations of shape (b,)+{input_shape}, got {d.shape}")
+    if dd is None:
+        return d[:, None]
+    dd = np.asarray(dd, dtype=np.float64)
+    p = kind.n_params
+    if dd.shape != d.shape + (p,):
+        raise ValueError(f"expected ∂d/∂θ of shape {d.shape + (p,)} (parameter axis last), "
+                         f"got {dd.shape}")
+    return np.concatenate([d[:, None], np.moveaxis(dd, -1, 1)], axis=1)
+
+
 def summaries_of(Z, with_derivative: bool) -> Summaries:
     """Output stack Z (b, 1 + p, s) -> Summaries(x (b, s), dx_dθ (b, s, p) or None)."""
     return Summaries(Z[:, 0], np.moveaxis(Z[:, 1:], 1, 2) if with_derivative else None)
@@ -84,34 +89,38 @@ def stacked_cotangents(cotangents: Summaries, with_derivative: bool):
     return np.concatenate([ct_x[:, None], ct_dx], axis=1)
 
 
-def assemble(kind, outputs: dict) -> Summaries:
-    """Per-stream outputs -> Summaries(x (n_s, s), dx_dθ (n_d, s, p))."""
-    if isinstance(kind, FiniteDifference):
-        δθ = np.asarray(kind.δθ, dtype=np.float64)
-        X = np.asarray(outputs["derivative"].x, dtype=np.float64)
-        if X.shape[0] % (2 * δθ.size):
-            raise ValueError(f"the derivative stream has {X.shape[0]} simulations, "
-                             f"not a multiple of 2·p = {2 * δθ.size}")
-        X = X.reshape(-1, 2, δθ.size, X.shape[-1])           # (n_d, below/above, p, s)
-        dx_dθ = np.transpose(X[:, 1] - X[:, 0], (0, 2, 1)) / δθ
-        return Summaries(np.asarray(outputs["fiducial"].x, dtype=np.float64), dx_dθ)
+def _assemble_differences(kind: FiniteDifference, outputs: dict) -> Summaries:
+    δθ = np.asarray(kind.δθ, dtype=np.float64)
+    X = np.asarray(outputs["derivative"].x, dtype=np.float64)
+    if X.shape[0] % (2 * δθ.size):
+        raise ValueError(f"the derivative stream has {X.shape[0]} simulations, "
+                         f"not a multiple of 2·p = {2 * δθ.size}")
+    X = X.reshape(-1, 2, δθ.size, X.shape[-1])           # (n_d, below/above, p, s)
+    dx_dθ = np.transpose(X[:, 1] - X[:, 0], (0, 2, 1)) / δθ
+    return Summaries(np.asarray(outputs["fiducial"].x, dtype=np.float64), dx_dθ)
+
+
+def _transpose_differences(kind: FiniteDifference, cotangents: Summaries, sizes: dict) -> dict:
+    ct_x = np.asarray(cotangents.x, dtype=np.float64)
+    ct_dx = np.asarray(cotangents.dx_dθ, dtype=np.float64)
+    δθ = np.asarray(kind.δθ, dtype=np.float64)
+    n_d, s, p = ct_dx.shape
+    if sizes["derivative"] != 2 * p * n_d or sizes["fiducial"] != ct_x.shape[0]:
+        raise ValueError(f"sizes {sizes} do not match n_s={ct_x.shape[0]}, n_d={n_d}, p={p}")
+    above = np.transpose(ct_dx, (0, 2, 1)) / δθ[:, None]      # (n_d, p, s)
+    X = np.stack([-above, above], axis=1).reshape(2 * p * n_d, s)
+    return {"fiducial": Summaries(ct_x, None), "derivative": Summaries(X, None)}
+
+
+def _assemble_main(kind, outputs: dict) -> Summaries:
     main, remaining = outputs["main"], outputs.get("remaining")
     x = main.x if remaining is None else np.concatenate([main.x, remaining.x])
     return Summaries(np.asarray(x, dtype=np.float64), np.asarray(main.dx_dθ, dtype=np.float64))
 
 
-def assemble_transpose(kind, cotangents: Summaries, sizes: dict) -> dict:
-    """Cotangents on Summaries -> cotangents on each stream's outputs (transpose of assemble)."""
+def _transpose_main(kind, cotangents: Summaries, sizes: dict) -> dict:
     ct_x = np.asarray(cotangents.x, dtype=np.float64)
     ct_dx = np.asarray(cotangents.dx_dθ, dtype=np.float64)
-    if isinstance(kind, FiniteDifference):
-        δθ = np.asarray(kind.δθ, dtype=np.float64)
-        n_d, s, p = ct_dx.shape
-        if sizes["derivative"] != 2 * p * n_d or sizes["fiducial"] != ct_x.shape[0]:
-            raise ValueError(f"sizes {sizes} do not match n_s={ct_x.shape[0]}, n_d={n_d}, p={p}")
-        above = np.transpose(ct_dx, (0, 2, 1)) / δθ[:, None]      # (n_d, p, s)
-        X = np.stack([-above, above], axis=1).reshape(2 * p * n_d, s)
-        return {"fiducial": Summaries(ct_x, None), "derivative": Summaries(X, None)}
     n_main = sizes["main"]
     if n_main != ct_dx.shape[0] or n_main + sizes.get("remaining", 0) != ct_x.shape[0]:
         raise ValueError(f"sizes {sizes} do not match n_s={ct_x.shape[0]}, n_d={ct_dx.shape[0]}")
@@ -119,3 +128,38 @@ def assemble_transpose(kind, cotangents: Summaries, sizes: dict) -> dict:
     if "remaining" in sizes:
         streams["remaining"] = Summaries(ct_x[n_main:], None)
     return streams
+
+
+class _KindNumerics(NamedTuple):
+    """The float64 numerics of one derivative kind.
+
+    simulations: ``(kind, inputs, with_derivative, input_shape) -> (d (b,)+input_shape,
+        ∂d/∂θ (b,)+input_shape+(p,) or None)`` for one batch of the kind's stream inputs.
+    assemble: ``(kind, outputs) -> Summaries(x (n_s, s), dx_dθ (n_d, s, p))``.
+    transpose: ``(kind, cotangents, sizes) -> {stream: Summaries}``, assemble's transpose.
+    """
+    simulations: Callable
+    assemble: Callable
+    transpose: Callable
+
+
+# One entry per derivative kind, keyed on the kind's class.
+_KINDS = {
+    Exact: _KindNumerics(_stored, _assemble_main, _transpose_main),
+    FiniteDifference: _KindNumerics(_perturbed, _assemble_differences, _transpose_differences),
+    ThroughSimulator: _KindNumerics(simulate, _assemble_main, _transpose_main),
+}
+
+
+def _numerics(kind) -> _KindNumerics:
+    return kind_entry(_KINDS, kind, "reference/numpy/_streams.py _KINDS")
+
+
+def assemble(kind, outputs: dict) -> Summaries:
+    """Per-stream outputs -> Summaries(x (n_s, s), dx_dθ (n_d, s, p))."""
+    return _numerics(kind).assemble(kind, outputs)
+
+
+def assemble_transpose(kind, cotangents: Summaries, sizes: dict) -> dict:
+    """Cotangents on Summaries -> cotangents on each stream's outputs (transpose of assemble)."""
+    return _numerics(kind).transpose(kind, cotangents, sizes)
