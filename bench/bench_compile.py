@@ -130,8 +130,17 @@ def child(name: str, iterations: int, cache: str | None, api: str = "imnn") -> d
     fitter.fit(10.0, 0.1, **kwargs)
     jax.block_until_ready(fitter.F)
     t2, c2 = time.perf_counter(), time.process_time()
+    steady = {}
+    if os.environ.get("BENCH_COMPILE_STEADY"):  # ms per iteration of a longer, compiled fit
+        n = int(os.environ["BENCH_COMPILE_STEADY"])
+        kwargs.update(max_iterations=n, min_iterations=n)
+        t3, c3 = time.perf_counter(), time.process_time()
+        fitter.fit(10.0, 0.1, **kwargs)
+        jax.block_until_ready(fitter.F)
+        steady = {"steady_ms": 1e3 * (time.perf_counter() - t3) / n,
+                  "steady_cpu_ms": 1e3 * (time.process_time() - c3) / n}
     compiles = first.get("/jax/core/compile/backend_compile_duration", [0, 0.0])
-    return {"class": name, "import_s": t_import, "built_s": t_built,
+    return {**steady, "class": name, "import_s": t_import, "built_s": t_built,
             "first_fit_s": t1 - t0, "first_fit_cpu_s": c1 - c0,
             "to_first_result_s": t1 - t_start, "to_first_result_cpu_s": c1 - c_start,
             "second_fit_s": t2 - t1, "second_fit_cpu_s": c2 - c1, "programs_compiled": compiles[0],
