@@ -78,30 +78,23 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
 
 
 # --- compiler options of imnn's programs ------------------------------------------------
-# Measured on imnn's fit programs on a CPU (docs/performance/compilation.md,
-# bench/bench_compile.py):
-# - xla_backend_optimization_level 2 (LLVM -O2 instead of -O3): the threefry random
-#   bits of every simulator-based program took 1.4-1.7 CPU s to compile at -O3 and
-#   0.3 s at -O2, and no fit step ran slower (their time is in matrix products,
-#   library calls either way).
-# - xla_cpu_use_fusion_emitters off (XLA's classic loop emitters), for programs that
-#   are not sharded over a mesh: the loop of iterations compiles in about 3/4 of the
-#   CPU time and the Fisher statistics in half, with the same time per iteration for
-#   the in-memory classes; the aggregated classes' sharded programs keep the fusion
-#   emitters (with the classic ones their finite-difference step ran 3x slower).
+# xla_backend_optimization_level 2 (LLVM -O2 instead of -O3), measured on imnn's
+# fit programs on a CPU (docs/performance/compilation.md, bench/bench_compile.py):
+# the threefry random bits of every simulator-based program took 1.4-1.7 CPU s
+# to compile at -O3 and 0.3 s at -O2, and no fit step ran slower (their time is
+# in matrix products, library calls either way). XLA's classic loop emitters
+# (xla_cpu_use_fusion_emitters off) compiled a dense fit step in two thirds of
+# the time too, but ran the aggregated finite-difference step 3x slower: not used.
 # An XLA that does not know an option gets its defaults.
 CPU_OPTIONS = {"xla_backend_optimization_level": 2}
-CPU_UNSHARDED_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-_supported: dict[tuple, bool] = {}
+_supported: dict[str, bool] = {}
 
 
-def compiler_options(platform: str | None = None, sharded: bool = False) -> dict | None:
+def compiler_options(platform: str | None = None) -> dict | None:
     """XLA compiler options for imnn's compiled programs on ``platform``.
 
     Args:
         platform: ``"cpu"``, ``"gpu"``, ...; ``None``: JAX's default backend.
-        sharded: whether the program runs sharded over a mesh of devices (the
-            aggregated classes); such programs keep XLA's fusion emitters.
 
     Returns:
         A dict for ``jax.jit(..., compiler_options=...)``, or ``None`` where
@@ -115,15 +108,9 @@ def compiler_options(platform: str | None = None, sharded: bool = False) -> dict
     platform = platform or jax.default_backend()
     if platform != "cpu":
         return None
-    options = dict(CPU_OPTIONS)
-    if not sharded:
-        options.update(CPU_UNSHARDED_OPTIONS)
-    key = tuple(sorted(options.items()))
-    if key not in _supported:
-        _supported[key] = _accepted(options)
-    if _supported[key]:
-        return options
-    return dict(CPU_OPTIONS) if _accepted(CPU_OPTIONS) else None
+    if platform not in _supported:
+        _supported[platform] = _accepted(CPU_OPTIONS)
+    return dict(CPU_OPTIONS) if _supported[platform] else None
 
 
 def _accepted(options: dict) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 import imnn
 import imnn.fitting
-from imnn._compilation import CPU_OPTIONS, CPU_UNSHARDED_OPTIONS, compiler_options
+from imnn._compilation import CPU_OPTIONS, compiler_options
 
 from conftest import INPUT_SHAPE, exact_data, mlp, simulator, θ_FID
 
@@ -83,13 +83,10 @@ def test_fit_compiles_once_across_fits_and_statistics(compilations, kind):
 
 
 def test_cpu_compiler_options_are_in_effect():
-    """On a CPU imnn's programs are compiled with its options (LLVM -O2; classic loop
-    emitters where not sharded): asserted on the options the runner's program and the
-    backend's other programs are lowered with."""
+    """On a CPU imnn's programs are compiled with its options (LLVM -O2): asserted on the
+    options the runner's program and the backend's other programs are lowered with."""
     assert jax.default_backend() == "cpu"
-    unsharded = {**CPU_OPTIONS, **CPU_UNSHARDED_OPTIONS}
-    assert compiler_options("cpu") == unsharded
-    assert compiler_options("cpu", sharded=True) == CPU_OPTIONS
+    assert compiler_options("cpu") == CPU_OPTIONS
     assert compiler_options("gpu") is None
     model = _gradient_imnn(n=20)
     run = model.runtime.make_runner(model.problem)
@@ -97,13 +94,13 @@ def test_cpu_compiler_options_are_in_effect():
         model.runtime.replicate(np.float32(-np.inf)), model.best_w,
         model.runtime.replicate(np.int32(0))))
     lowered = run.compiled.lower(carry, model._data(None), 10.0, 1.0, 0, 10, 10, 0, 5)
-    assert dict(lowered._lowering._compiler_options_kvs) == unsharded
+    assert dict(lowered._lowering._compiler_options_kvs) == CPU_OPTIONS
     other = model.runtime.compile(lambda x: x).lower(1.0)
-    assert dict(other._lowering._compiler_options_kvs) == unsharded
+    assert dict(other._lowering._compiler_options_kvs) == CPU_OPTIONS
 
 
 def test_xla_defaults_switch(monkeypatch):
     monkeypatch.setenv("IMNN_XLA_DEFAULTS", "1")
     assert compiler_options("cpu") is None
     monkeypatch.setenv("IMNN_XLA_DEFAULTS", "0")
-    assert compiler_options("cpu", sharded=True) == CPU_OPTIONS
+    assert compiler_options("cpu") == CPU_OPTIONS

@@ -84,9 +84,8 @@ class JaxBackend:
         return shard_batches(self.mesh, jax.tree_util.tree_map(host_or_device, tree))
 
     def compile(self, function):
-        """``jax.jit`` with imnn's compiler options for this backend's platform (and
-        whether it shards over a mesh)."""
-        return jit(function, self.platform, sharded=self.mesh is not None)
+        """``jax.jit`` with imnn's compiler options for this backend's platform."""
+        return jit(function, self.platform)
 
 
 __all__ = ["JaxBackend"]

@@ -317,18 +317,14 @@ def make_runner(problem, loop=None):
     return runner
 
 
-def jit(function, platform=None, sharded=False):
+def jit(function, platform=None):
     """``jax.jit`` with imnn's compiler options for ``platform`` (default: JAX's
-    default backend) and a program sharded over a mesh or not."""
-    return jax.jit(function, compiler_options=compiler_options(platform, sharded))
+    default backend)."""
+    return jax.jit(function, compiler_options=compiler_options(platform))
 
 
 def _platform(problem):
     return getattr(problem.executor, "platform", None)
-
-
-def _sharded(problem):
-    return getattr(problem.executor, "mesh", None) is not None
 
 
 def _host_records(records, n):
@@ -338,7 +334,7 @@ def _host_records(records, n):
 
 
 def _host_runner(problem):
-    step = jit(partial(fit_step_and_keep_going, problem), _platform(problem), _sharded(problem))
+    step = jit(partial(fit_step_and_keep_going, problem), _platform(problem))
 
     def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
         carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations, patience,
@@ -383,7 +379,7 @@ def _device_runner(problem):
                                               one, (carry, records, jnp.int32(0), going))
         return carry, records, n
 
-    compiled = jit(chunk, _platform(problem), _sharded(problem))
+    compiled = jit(chunk, _platform(problem))
 
     def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
         if not 0 < n_steps <= CHUNK:
