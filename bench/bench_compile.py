@@ -1,24 +1,31 @@
 """Compile seconds of the first ``fit()`` per class, and time to a first result
 with JAX's persistent compilation cache cold and warm.
 
-    python bench/bench_compile.py                  # compile table, this tree
-    python bench/bench_compile.py --before PYTHON  # ... beside another install's
-    python bench/bench_compile.py --cache          # time to first result, cold/warm
+    python bench/bench_compile.py                   # compile table, this tree
+    python bench/bench_compile.py --earlier PYTHON  # ... beside the earlier public library
+    python bench/bench_compile.py --before PYTHON   # ... beside another install's imnn
+    python bench/bench_compile.py --cache           # time to first result, cold/warm
 
 Every measurement runs in a fresh Python process (``--child``), so nothing is
 compiled or traced beforehand. The problem is the mean/variance toy of the
-demo and tests/conftest.py: 10 draws of N(μ, σ²) at θ = (0, 1), n_s = n_d =
-1000, an MLP 128-128 with ELU, Adam 1e-3; the Gradient and NumericalGradient
-classes get validation data; the Aggregated classes run on four simulated CPU
-devices with n_per_device = 50 (five batches per device and stream). A child
-builds the IMNN, then times ``fit(10, 0.1, max_iterations=10)`` (first call:
-trace, compile, iterate, statistics), counts the programs XLA compiled in it
+demo: 10 draws of N(μ, σ²) at θ = (0, 1) (the simulator ``simulate`` below,
+the same function for every library), n_s = n_d = 1000, an MLP 128-128 with
+ELU, Adam 1e-3; the Gradient and NumericalGradient classes get validation
+data; the Aggregated classes run on four simulated CPU devices with
+n_per_device = 50. A child builds the IMNN, then times
+``fit(10, 0.1, max_iterations=10, min_iterations=0)`` (first call: trace,
+compile, iterate, statistics), counts the programs XLA compiled in it
 (``jax.monitoring`` compile events), and times a second identical call.
+``BENCH_COMPILE_STEADY=N`` in the environment adds a third fit of N iterations
+(ms per iteration once compiled).
 
-``--before PYTHON`` runs the same children with another interpreter (a venv
-holding an earlier imnn), interleaved with this tree's, round by round, so that
-both see the same machine load. Times are wall and CPU (process_time, all
-threads) seconds; the median over rounds is printed, with the load average.
+``--earlier PYTHON`` runs the children of the earlier public IMNN library
+(0.3.x, importable as ``imnn`` by that interpreter; its stax model and
+``jax.example_libraries`` Adam, the same constructor and fit arguments) and
+``--before PYTHON`` those of another imnn install, interleaved with this tree's,
+round by round, so that all see the same machine load. Times are wall and CPU
+(process_time, all threads) seconds; the median over rounds is printed, with
+the load average.
 """
 from __future__ import annotations
 
