@@ -1,24 +1,31 @@
 """Compile seconds of the first ``fit()`` per class, and time to a first result
 with JAX's persistent compilation cache cold and warm.
 
-    python bench/bench_compile.py                  # compile table, this tree
-    python bench/bench_compile.py --before PYTHON  # ... beside another install's
-    python bench/bench_compile.py --cache          # time to first result, cold/warm
+    python bench/bench_compile.py                   # compile table, this tree
+    python bench/bench_compile.py --earlier PYTHON  # ... beside the earlier public library
+    python bench/bench_compile.py --before PYTHON   # ... beside another install's imnn
+    python bench/bench_compile.py --cache           # time to first result, cold/warm
 
 Every measurement runs in a fresh Python process (``--child``), so nothing is
 compiled or traced beforehand. The problem is the mean/variance toy of the
-demo and tests/conftest.py: 10 draws of N(μ, σ²) at θ = (0, 1), n_s = n_d =
-1000, an MLP 128-128 with ELU, Adam 1e-3; the Gradient and NumericalGradient
-classes get validation data; the Aggregated classes run on four simulated CPU
-devices with n_per_device = 50 (five batches per device and stream). A child
-builds the IMNN, then times ``fit(10, 0.1, max_iterations=10)`` (first call:
-trace, compile, iterate, statistics), counts the programs XLA compiled in it
+demo: 10 draws of N(μ, σ²) at θ = (0, 1) (the simulator ``simulate`` below,
+the same function for every library), n_s = n_d = 1000, an MLP 128-128 with
+ELU, Adam 1e-3; the Gradient and NumericalGradient classes get validation
+data; the Aggregated classes run on four simulated CPU devices with
+n_per_device = 50. A child builds the IMNN, then times
+``fit(10, 0.1, max_iterations=10, min_iterations=0)`` (first call: trace,
+compile, iterate, statistics), counts the programs XLA compiled in it
 (``jax.monitoring`` compile events), and times a second identical call.
+``BENCH_COMPILE_STEADY=N`` in the environment adds a third fit of N iterations
+(ms per iteration once compiled).
 
-``--before PYTHON`` runs the same children with another interpreter (a venv
-holding an earlier imnn), interleaved with this tree's, round by round, so that
-both see the same machine load. Times are wall and CPU (process_time, all
-threads) seconds; the median over rounds is printed, with the load average.
+``--earlier PYTHON`` runs the children of the earlier public IMNN library
+(0.3.x, importable as ``imnn`` by that interpreter; its stax model and
+``jax.example_libraries`` Adam, the same constructor and fit arguments) and
+``--before PYTHON`` those of another imnn install, interleaved with this tree's,
+round by round, so that all see the same machine load. Times are wall and CPU
+(process_time, all threads) seconds; the median over rounds is printed, with
+the load average.
 """
 from __future__ import annotations
 
@@ -38,19 +45,28 @@ N_S = N_D = 1000
 N_DEVICES, N_PER_DEVICE = 4, 50
 
 
-def child(name: str, iterations: int, cache: str | None) -> dict:
-    """Build one class and time its first and second fit (runs in a fresh process)."""
+def simulate(key, θ):
+    """One draw of the mean/variance problem: 10 values of N(θ[0], θ[1])."""
+    import jax
+    import jax.numpy as jnp
+    return θ[0] + jnp.sqrt(θ[1]) * jax.random.normal(key, (10,))
+
+
+def child(name: str, iterations: int, cache: str | None, api: str = "imnn") -> dict:
+    """Build one class and time its first and second fit (runs in a fresh process).
+
+    ``api`` is ``"imnn"`` (this tree, or the imnn of ``--before``) or ``"earlier"``
+    (the earlier public IMNN library, 0.3.x: stax model, jax.example_libraries
+    optimiser, the same problem and constructor arguments).
+    """
     t_start, c_start = time.perf_counter(), time.process_time()
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
                                f"--xla_force_host_platform_device_count={N_DEVICES}").strip()
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
 
     import imnn
-    from imnn.simulators import GaussianMeanVariance
-    from imnn.utils import value_and_jacfwd
 
     if cache:
         imnn.enable_compilation_cache(cache)
@@ -66,23 +82,32 @@ def child(name: str, iterations: int, cache: str | None) -> dict:
             programs.append(f"{kwargs.get('fun_name', '?')} {duration:.2f}")
 
     jax.monitoring.register_event_duration_secs_listener(listen)
-    sim = GaussianMeanVariance(n=10)
-    nn = imnn.nn
-    model = nn.serial(nn.Dense(128), nn.Elu(), nn.Dense(128), nn.Elu(), nn.Dense(2))
-    args = (N_S, N_D, 2, 2, (10,), sim.θ_fid, model, optax.adam(1e-3), jax.random.PRNGKey(0))
-    θ = jnp.asarray(sim.θ_fid)
-    δθ = np.array([0.1, 0.1])
+    θ_fid = np.array([0.0, 1.0], dtype=np.float32)
+    θ = jnp.asarray(θ_fid)
+    δθ = np.array([0.1, 0.1], dtype=np.float32)
+    if api == "earlier":
+        from jax.example_libraries import optimizers, stax
+        model = stax.serial(stax.Dense(128), stax.Elu, stax.Dense(128), stax.Elu,
+                            stax.Dense(2))
+        optimiser = optimizers.adam(1e-3)
+    else:
+        import optax
+        nn = imnn.nn
+        model = nn.serial(nn.Dense(128), nn.Elu(), nn.Dense(128), nn.Elu(), nn.Dense(2))
+        optimiser = optax.adam(1e-3)
+    args = (N_S, N_D, 2, 2, (10,), θ_fid, model, optimiser, jax.random.PRNGKey(0))
 
     def exact(seed):
         keys = jax.random.split(jax.random.PRNGKey(seed), N_S)
-        d, dd = jax.vmap(value_and_jacfwd(sim.simulate, argnums=1), in_axes=(0, None))(keys, θ)
-        return np.asarray(d), np.asarray(dd[:N_D])
+        d = jax.vmap(simulate, in_axes=(0, None))(keys, θ)
+        dd = jax.vmap(jax.jacfwd(simulate, argnums=1), in_axes=(0, None))(keys[:N_D], θ)
+        return np.asarray(d), np.asarray(dd)
 
     def numerical(seed):
         keys = jax.random.split(jax.random.PRNGKey(seed), N_S)
         shifts = jnp.asarray(np.einsum("i,jk->ijk", [-1.0, 1.0], np.diag(δθ) / 2))
-        d = jax.vmap(sim.simulate, in_axes=(0, None))(keys, θ)
-        dd = jax.vmap(lambda k: jax.vmap(jax.vmap(lambda s: sim.simulate(k, θ + s)))(shifts))(
+        d = jax.vmap(simulate, in_axes=(0, None))(keys, θ)
+        dd = jax.vmap(lambda k: jax.vmap(jax.vmap(lambda s: simulate(k, θ + s)))(shifts))(
             keys[:N_D])
         return np.asarray(d), np.asarray(dd)
 
@@ -91,7 +116,7 @@ def child(name: str, iterations: int, cache: str | None) -> dict:
     extra = aggregated if name.startswith("Aggregated") else ()
     cls = getattr(imnn, name)
     if plain == "SimulatorIMNN":
-        fitter = cls(*args, sim.simulate, *extra)
+        fitter = cls(*args, simulate, *extra)
     elif plain == "GradientIMNN":
         fitter = cls(*args, *exact(1), *extra, *exact(2))
     else:
@@ -104,18 +129,29 @@ def child(name: str, iterations: int, cache: str | None) -> dict:
         kwargs["rng"] = jax.random.PRNGKey(3)
     t0, c0 = time.perf_counter(), time.process_time()
     fitter.fit(10.0, 0.1, **kwargs)
+    jax.block_until_ready(fitter.F)
     t1, c1 = time.perf_counter(), time.process_time()
     first = {k: [n, round(s, 3)] for k, (n, s) in events.items()}
     events.clear()
-    programs[:] = programs[:compiles_in_first(first)]
+    first_programs = programs[:compiles_in_first(first)]
     fitter.fit(10.0, 0.1, **kwargs)
+    jax.block_until_ready(fitter.F)
     t2, c2 = time.perf_counter(), time.process_time()
+    steady = {}
+    if os.environ.get("BENCH_COMPILE_STEADY"):  # ms per iteration of a longer, compiled fit
+        n = int(os.environ["BENCH_COMPILE_STEADY"])
+        kwargs.update(max_iterations=n, min_iterations=n)
+        t3, c3 = time.perf_counter(), time.process_time()
+        fitter.fit(10.0, 0.1, **kwargs)
+        jax.block_until_ready(fitter.F)
+        steady = {"steady_ms": 1e3 * (time.perf_counter() - t3) / n,
+                  "steady_cpu_ms": 1e3 * (time.process_time() - c3) / n}
     compiles = first.get("/jax/core/compile/backend_compile_duration", [0, 0.0])
-    return {"class": name, "import_s": t_import, "built_s": t_built,
+    return {**steady, "class": name, "import_s": t_import, "built_s": t_built,
             "first_fit_s": t1 - t0, "first_fit_cpu_s": c1 - c0,
             "to_first_result_s": t1 - t_start, "to_first_result_cpu_s": c1 - c_start,
             "second_fit_s": t2 - t1, "second_fit_cpu_s": c2 - c1, "programs_compiled": compiles[0],
-            "xla_compile_s": compiles[1], "programs": list(programs),
+            "xla_compile_s": compiles[1], "programs": first_programs,
             "trace_s": first.get("/jax/core/compile/jaxpr_trace_duration", [0, 0.0])[1],
             "lower_s": first.get("/jax/core/compile/jaxpr_to_mlir_module_duration",
                                  [0, 0.0])[1],
@@ -127,13 +163,13 @@ def compiles_in_first(first):
     return first.get("/jax/core/compile/backend_compile_duration", [0])[0]
 
 
-def run_child(python: str, name: str, iterations=10, cache=None) -> dict:
-    command = [python, os.path.abspath(__file__), "--child", name,
+def run_child(python: str, name: str, iterations=10, cache=None, api="imnn") -> dict:
+    command = [python, os.path.abspath(__file__), "--child", name, "--api", api,
                "--iterations", str(iterations)] + (["--cache-dir", cache] if cache else [])
     start = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if out.returncode:
-        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{name} ({api}, {python}) failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - start
     return result
@@ -143,33 +179,44 @@ def median(results, key):
     return statistics.median(r[key] for r in results)
 
 
-def compile_table(classes, rounds, before):
-    pythons = {"after": sys.executable}
+def compile_table(classes, rounds, before=None, earlier=None):
+    """First fit() per class and version, interleaved round by round; prints a table.
+
+    The columns are, in order, the earlier library (``earlier``: its interpreter),
+    an earlier imnn (``before``: its interpreter) and this tree (``imnn``); the
+    ratio columns divide this tree's medians by the first column's.
+    """
+    versions = {}
+    if earlier:
+        versions["earlier"] = (earlier, "earlier")
     if before:
-        pythons = {"before": before, "after": sys.executable}
-    results = {(c, v): [] for c in classes for v in pythons}
+        versions["before"] = (before, "imnn")
+    versions["imnn"] = (sys.executable, "imnn")
+    results = {(c, v): [] for c in classes for v in versions}
     loads = []
     for _ in range(rounds):
         for name in classes:
-            for version, python in pythons.items():
+            for version, (python, api) in versions.items():
                 loads.append(os.getloadavg()[0])
-                results[name, version].append(run_child(python, name))
+                results[name, version].append(run_child(python, name, api=api))
+    first = next(iter(versions))
+    compare = len(versions) > 1
     print(f"# first fit() (10 iterations), median of {rounds} round(s); "
           f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores")
     header = "| class | " + " | ".join(
-        f"{v}: wall s | {v}: CPU s | {v}: programs | {v}: XLA compile s" for v in pythons)
-    if before:
-        header += " | CPU ratio after/before | wall ratio"
+        f"{v}: wall s | {v}: CPU s | {v}: programs | {v}: XLA compile s" for v in versions)
+    if compare:
+        header += f" | CPU ratio imnn/{first} | wall ratio"
     print(header + " |")
-    print("|---" * (1 + 4 * len(pythons) + (2 if before else 0)) + "|")
+    print("|---" * (1 + 4 * len(versions) + (2 if compare else 0)) + "|")
     for name in classes:
         row = [name]
-        for version in pythons:
+        for version in versions:
             r = results[name, version]
             row += [f"{median(r, 'first_fit_s'):.2f}", f"{median(r, 'first_fit_cpu_s'):.2f}",
                     f"{median(r, 'programs_compiled'):.0f}", f"{median(r, 'xla_compile_s'):.2f}"]
-        if before:
-            b, a = results[name, "before"], results[name, "after"]
+        if compare:
+            b, a = results[name, first], results[name, "imnn"]
             row += [f"{median(a, 'first_fit_cpu_s') / median(b, 'first_fit_cpu_s'):.2f}",
                     f"{median(a, 'first_fit_s') / median(b, 'first_fit_s'):.2f}"]
         print("| " + " | ".join(row) + " |")
@@ -177,10 +224,15 @@ def compile_table(classes, rounds, before):
     print("second fit() (same arguments), median wall s / CPU s: " + ", ".join(
         f"{name} {version} {median(results[name, version], 'second_fit_s'):.3f} / "
         f"{median(results[name, version], 'second_fit_cpu_s'):.3f}"
-        for name in classes for version in pythons))
+        for name in classes for version in versions))
     print("programs compiled again in the second fit(): " + ", ".join(
         f"{name} {version} {max(r['recompiles_in_second_fit'] for r in results[name, version])}"
-        for name in classes for version in pythons))
+        for name in classes for version in versions))
+    print("programs of the first fit() (last round), XLA compile s: ")
+    for name in classes:
+        for version in versions:
+            print(f"  {name} {version}: " + "; ".join(results[name, version][-1]["programs"]))
+    return results
 
 
 def cache_table(classes, rounds):
@@ -216,18 +268,27 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", metavar="PYTHON",
                         help="an interpreter whose imnn gives the 'before' columns")
+    parser.add_argument("--earlier", metavar="PYTHON",
+                        help="an interpreter with the earlier public IMNN library (0.3.x) "
+                             "importable as imnn: its columns come first")
+    parser.add_argument("--json", metavar="FILE", help="also write every child's result here")
     parser.add_argument("--cache", action="store_true",
                         help="time to a first result with the compilation cache off, cold, warm")
     parser.add_argument("--child", choices=CLASSES, help=argparse.SUPPRESS)
+    parser.add_argument("--api", default="imnn", choices=("imnn", "earlier"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.iterations, args.cache_dir)))
+        print(json.dumps(child(args.child, args.iterations, args.cache_dir, args.api)))
     elif args.cache:
         cache_table(args.classes, args.rounds)
     else:
-        compile_table(args.classes, args.rounds, args.before)
+        results = compile_table(args.classes, args.rounds, args.before, args.earlier)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({f"{c} {v}": r for (c, v), r in results.items()}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -228,14 +228,21 @@ def main(argv=None):
               f"{max(loads[loaded]):.1f}")
         hand = (statistics.median(t["wall"] for t in times["handwritten", loaded])
                 if "handwritten" in variants else None)
-        print("| variant | wall ms/it | CPU ms/it | wall/CPU | wall / hand-written wall |")
-        print("|---|---|---|---|---|")
+        print("| variant | wall ms/it | CPU ms/it | wall/CPU | wall / hand-written wall "
+              "| same-round ratio: median (min-max) |")
+        print("|---|---|---|---|---|---|")
         for v in variants:
             wall = statistics.median(t["wall"] for t in times[v, loaded])
             cpu = statistics.median(t["cpu"] for t in times[v, loaded])
             vs = f"{wall / hand:.2f}" if hand else "-"
+            paired = "-"
+            if hand:  # the ratio to the hand-written loop's wall time in the same round
+                ratios = [t["wall"] / h["wall"] for t, h in
+                          zip(times[v, loaded], times["handwritten", loaded])]
+                paired = (f"{statistics.median(ratios):.2f} "
+                          f"({min(ratios):.2f}-{max(ratios):.2f})")
             print(f"| {v} | {1e3 * wall / n:.2f} | {1e3 * cpu / n:.2f} | {wall / cpu:.2f} | "
-                  f"{vs} |")
+                  f"{vs} | {paired} |")
     return 0
 
 
