@@ -21,6 +21,7 @@ from ._checks import positive_int
 from .contracts import Exact, FiniteDifference, PerturbedSummaries, Summaries, ThroughSimulator
 from .fitting import (
     Carry,
+    FitSettings,
     Problem,
     Stopping,
     get_α,
@@ -274,13 +275,12 @@ class _IMNN:
                 "thread: one fit at a time per object (wait for that fit to return, or fit a "
                 "separate object)")
         try:
-            return self._fit(λ, α, rng, patience, min_iterations, max_iterations, print_rate,
-                             best, on_nan, resume, callback)
+            settings = FitSettings(float(λ), float(α), min_iterations, patience, max_iterations)
+            return self._fit(settings, rng, print_rate, best, on_nan, resume, callback)
         finally:
             self._fitting.release()
 
-    def _fit(self, λ, α, rng, patience, min_iterations, max_iterations, print_rate, best,
-             on_nan, resume, callback):
+    def _fit(self, settings: FitSettings, rng, print_rate, best, on_nan, resume, callback):
         data = self._data(rng)
         if self._runner is None:
             self._runner = self.runtime.make_runner(self.problem)
@@ -291,7 +291,8 @@ class _IMNN:
         carry = Carry(self.final_w, self.state, Stopping(
             self.runtime.replicate(np.float64(self._max_logdetF)), self.best_w,
             self.runtime.replicate(counter) if self.backend == "jax" else counter))
-        chunk = min(print_rate or 100, self.runtime.chunk)
+        chunk = min(print_rate or 100, self._runner.chunk)
+        patience, max_iterations = settings.patience, settings.max_iterations
         from tqdm.auto import tqdm
         bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,
                    desc=f"{type(self).__name__} fit", disable=print_rate is None)
@@ -300,9 +301,7 @@ class _IMNN:
             while self.fit_iteration < max_iterations and self.patience_counter < patience:
                 start = self.fit_iteration
                 n_steps = min(chunk, max_iterations - start)
-                carry, records, n = self._runner(
-                    carry, data, float(λ), float(α), min_iterations, patience,
-                    max_iterations, start, n_steps)
+                carry, records, n = self._runner.run(carry, data, settings, start, n_steps)
                 n = int(n)
                 bad = n and not bool(np.asarray(records.finite)[n - 1])
                 if bad and start + n == 1:
