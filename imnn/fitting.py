@@ -164,24 +164,24 @@ class Problem(NamedTuple):
 
 class Runner(NamedTuple):
     """A fit's loop of iterations, built once per ``Problem`` by a runtime's
-    ``make_runner`` (the static choices closed over: the problem, where the loop runs,
-    how many iterations one call may run).
+    ``make_runner``, which closes over the static choices (the problem, where the
+    iterations loop, how many one call may run).
 
-    run: ``run(carry, data, settings, start, n_steps) -> (carry, records, n)``: runs
-        iterations start, start + 1, … (at most ``n_steps`` ≤ ``chunk``) while early
-        stopping and the budget allow, and stops after a non-finite iteration.
-        ``carry`` a ``Carry``, ``data`` what the source's ``data`` returned,
-        ``settings`` a ``FitSettings``, ``start`` the fit's iteration index of the first
-        (counted from the fit's first iteration). Returns the next ``Carry``, the
-        ``Record`` s of the n iterations run as NumPy arrays with a leading axis of
-        length n (None when n is 0), and n (an int).
+    run: ``run(carry, data, settings, start, n_steps) -> (carry, records, n)`` runs
+        iterations start, start + 1, … while early stopping and the budget allow, at
+        most ``n_steps`` (≤ ``chunk``) of them, and stops after a non-finite one.
+        ``carry`` is a ``Carry``, ``data`` what the source's ``data`` returned,
+        ``settings`` a ``FitSettings``, ``start`` the index of the first iteration,
+        counted from the fit's first. It returns the next ``Carry``, the n iterations'
+        ``Record`` as NumPy arrays with a leading axis of length n (None when n is 0),
+        and n, an int.
     loop: where the iterations loop: ``"device"`` (one compiled loop per call),
         ``"host"`` (one compiled call per iteration) or ``"python"`` (nothing compiled
         as a whole).
     chunk: the most iterations one call of ``run`` may run.
-    compiled: the compiled function (the whole run for ``"device"``, the step for
-        ``"host"``, with ``run``'s arguments but for ``"host"`` the step's ``(carry, i,
-        data, settings)``), or None where nothing is compiled as a whole.
+    compiled: the jitted function, or None where nothing is compiled as a whole. For
+        ``"device"`` it is the whole run and takes ``run``'s arguments; for ``"host"``
+        it is one iteration, ``step(carry, i, data, settings)`` (``build_step``).
     """
     run: Callable[[Carry, dict, FitSettings, int, int], tuple[Carry, Record | None, int]]
     loop: str

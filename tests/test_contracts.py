@@ -106,7 +106,8 @@ def test_runner_is_declared_and_reads_one_settings_value():
     carry, records, n = runner.run(carry, data, settings, 2, 2)
     assert n == 1 and records.train.Λ.shape == (1,)  # the budget: max_iterations = 3
     exhausted = carry._replace(stopping=carry.stopping._replace(patience_counter=3))
-    _, records, n = runner.run(exhausted, data, settings._replace(patience=3, max_iterations=100), 3, 2)
+    patient = settings._replace(patience=3, max_iterations=100)
+    _, records, n = runner.run(exhausted, data, patient, 3, 2)
     assert n == 0 and records is None
 
 
