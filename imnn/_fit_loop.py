@@ -17,7 +17,7 @@ import numpy as np
 
 from ._checks import positive_int
 from .contracts import Array, Executor, Kind, LossParts, Runtime, Source, Weights
-from .fitting import Carry, Problem, Stopping, get_α, loss_and_gradient
+from .fitting import Carry, FitSettings, Problem, Runner, Stopping, get_α, loss_and_gradient
 from .sources import SimulatorSource, as_raw_key, out_of_range, simulation_keys
 
 ON_NAN = ("stop", "raise", "warn")
@@ -57,7 +57,7 @@ class FitLoop:
     fit_iteration: int
     patience_counter: int
     _fitting: threading.Lock
-    _runner: Callable | None
+    _runner: Runner | None
     _gradient: Callable | None
     _training_summaries: Callable
     _data: Callable[[Array | None], dict]
@@ -156,13 +156,12 @@ class FitLoop:
                 "thread: one fit at a time per object (wait for that fit to return, or fit a "
                 "separate object)")
         try:
-            return self._fit(λ, α, rng, patience, min_iterations, max_iterations, print_rate,
-                             best, on_nan, resume, callback)
+            settings = FitSettings(float(λ), float(α), min_iterations, patience, max_iterations)
+            return self._fit(settings, rng, print_rate, best, on_nan, resume, callback)
         finally:
             self._fitting.release()
 
-    def _fit(self, λ, α, rng, patience, min_iterations, max_iterations, print_rate, best,
-             on_nan, resume, callback):
+    def _fit(self, settings: FitSettings, rng, print_rate, best, on_nan, resume, callback):
         data = self._data(rng)
         if self._runner is None:
             self._runner = self.runtime.make_runner(self.problem)
@@ -173,7 +172,8 @@ class FitLoop:
         carry = Carry(self.final_w, self.state, Stopping(
             self.runtime.replicate(np.float64(self._max_logdetF)), self.best_w,
             self.runtime.replicate(counter) if self.backend == "jax" else counter))
-        chunk = min(print_rate or 100, self.runtime.chunk)
+        chunk = min(print_rate or 100, self._runner.chunk)
+        patience, max_iterations = settings.patience, settings.max_iterations
         from tqdm.auto import tqdm
         bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,
                    desc=f"{type(self).__name__} fit", disable=print_rate is None)
@@ -182,9 +182,7 @@ class FitLoop:
             while self.fit_iteration < max_iterations and self.patience_counter < patience:
                 start = self.fit_iteration
                 n_steps = min(chunk, max_iterations - start)
-                carry, records, n = self._runner(
-                    carry, data, float(λ), float(α), min_iterations, patience,
-                    max_iterations, start, n_steps)
+                carry, records, n = self._runner.run(carry, data, settings, start, n_steps)
                 n = int(n)
                 bad = n and not bool(np.asarray(records.finite)[n - 1])
                 if bad and start + n == 1:

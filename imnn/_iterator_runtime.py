@@ -199,4 +199,4 @@ class IteratorRuntime:
         compile, optimiser = self.runtime.compile, problem.optimiser
         return python_runner(problem._replace(
             optimiser=Optimiser(optimiser.init, compile(optimiser.update)),
-            where=compile(problem.where)))
+            where=compile(problem.where)), self.chunk)

@@ -15,7 +15,10 @@ The in-memory classes are the case of one batch per stream.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # imnn.fitting imports this module
+    from .fitting import Problem, Runner
 
 from ._types import Array, Weights  # jax.Array | np.ndarray; a pytree of arrays
 
@@ -348,12 +351,22 @@ def kind_entry(table: dict[type, Any], kind: Any, where: str) -> Any:
 
 
 class Network(NamedTuple):
-    """A network as a backend runs it: ``apply(w, d) -> x`` for one simulation
-    d of shape input_shape, returning shape (s,). ``init(key) -> w``."""
+    """A network as a backend runs it.
+
+    init: ``init(key) -> w``, the initial weights.
+    apply: ``apply(w, d) -> x`` for one simulation d of shape ``input_shape``,
+        returning shape ``output_shape`` = (s,).
+    input_shape: the shape of one simulation.
+    output_shape: (s,).
+    apply_in_loops: ``apply`` written for the bodies of compiled loops (the same
+        results from other operations: on a CPU the JAX backend writes imnn.nn
+        convolutions as matrix products there); None where ``apply`` serves everywhere.
+    """
     init: Callable
     apply: Callable
     input_shape: tuple
     output_shape: tuple
+    apply_in_loops: Callable | None = None
 
 
 # --- what a backend provides --------------------------------------------------
@@ -549,7 +562,10 @@ class Source(Protocol):
 @runtime_checkable
 class Runtime(Backend, Protocol):
     """A backend together with what a class needs to run a fit on it: placing
-    arrays, building executors and the compiled fit loop."""
+    arrays, building executors and the compiled fit loop.
+
+    ``chunk``: the most iterations one call of its runner runs (between progress
+    updates and callbacks)."""
 
     chunk: int
 
@@ -584,10 +600,19 @@ class Runtime(Backend, Protocol):
         compiles)."""
         ...
 
-    def make_runner(self, problem: Any) -> Callable:
-        """The fit loop of ``problem`` (an ``imnn.fitting.Problem``): ``run(carry,
-        data, λ, α, min_iterations, patience, max_iterations, start, n_steps) ->
-        (carry, stacked records, iterations run)``."""
+    def make_runner(self, problem: Problem) -> Runner:
+        """The fit loop of ``problem``, built once: the static choices (the problem,
+        where the iterations loop, how many one call may run) closed over.
+
+        Args:
+            problem: an ``imnn.fitting.Problem``.
+
+        Returns:
+            An ``imnn.fitting.Runner``: ``run(carry, data, settings, start, n_steps) ->
+            (carry, records stacked as NumPy arrays or None, iterations run)``, with
+            ``settings`` an ``imnn.fitting.FitSettings`` (λ, α, min_iterations,
+            patience, max_iterations), and ``n_steps`` at most the runner's ``chunk``.
+        """
         ...
 
 

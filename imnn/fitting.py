@@ -1,9 +1,15 @@
 """The fit, built only from the backend contracts.
 
 ``fit_step`` is one iteration (docs/design/behaviour.md#iteration) written once: the JAX
-backend compiles it (one compiled call per iteration, ``run_loop``); the reference backends run
-it as it is. The early-stopping bookkeeping is a pure function of (state,
-ln det F, iteration) for the same reason.
+backend compiles it (a loop of iterations on the device, or one compiled call per iteration,
+``run_loop``); the reference backends run it as it is. The early-stopping bookkeeping is a
+pure function of (state, ln det F, iteration) for the same reason.
+
+What is static about a fit (the executor, the optimiser, the streams) is a ``Problem``,
+closed over once by whoever builds the loop (``build_step``, a runtime's ``make_runner``);
+the numbers of one ``fit`` call are one ``FitSettings`` value, a pytree of scalars, so a
+compiled loop takes them as traced arguments and a second fit with another λ, patience or
+budget compiles nothing. A loop of iterations is a ``Runner``.
 """
 from __future__ import annotations
 
@@ -16,7 +22,18 @@ import numpy as np
 from jax import tree_util
 
 from ._checks import positive_number
-from .contracts import Executor, LossParts, Optimiser, Streams, Summaries
+from .contracts import (
+    Array,
+    Backend,
+    Executor,
+    Kind,
+    LossParts,
+    Network,
+    Optimiser,
+    Streams,
+    Summaries,
+    Weights,
+)
 
 # --- the regularisation rate ---------------------------------------------------
 
@@ -59,14 +76,15 @@ def get_α(λ: float, ε: float) -> float:
 # --- early stopping --------------------------------------------------------------
 
 class Stopping(NamedTuple):
-    """Early-stopping state: the best criterion ln det F, the weights at which
-    it was measured, and the patience counter."""
-    max_logdetF: Any
-    best_w: Any
-    patience_counter: Any
+    """Early-stopping state: the best criterion ln det F (a scalar), the weights at
+    which it was measured (a pytree like w), and the patience counter (an integer scalar)."""
+    max_logdetF: Array
+    best_w: Weights
+    patience_counter: Array
 
 
-def update_stopping(state: Stopping, logdetF, w_measured, i, min_iterations, where) -> Stopping:
+def update_stopping(state: Stopping, logdetF: Array, w_measured: Weights, i: Array,
+                    min_iterations: Array, where: Callable) -> Stopping:
     """Early stopping (docs/design/behaviour.md#early-stopping): strictly greater criterion
     → reset the counter and remember the weights it was measured at; otherwise count once
     past ``min_iterations``. ``where`` is the backend's elementwise select (np.where or
@@ -79,16 +97,38 @@ def update_stopping(state: Stopping, logdetF, w_measured, i, min_iterations, whe
                                  state.patience_counter)))
 
 
-def keep_going(state: Stopping, i, patience, max_iterations):
-    """Whether iteration ``i`` (0-based, within this fit call) should run."""
+def keep_going(state: Stopping, i: Array, patience: Array, max_iterations: Array) -> Array:
+    """Whether iteration ``i`` (0-based, within this fit call) should run (a boolean scalar)."""
     return (state.patience_counter < patience) & (i < max_iterations)
 
 
 # --- one iteration -----------------------------------------------------------------
 
+class FitSettings(NamedTuple):
+    """The numbers of one ``fit`` call, handed to the loop as one value.
+
+    A pytree of scalars: a compiled loop takes it as a traced argument, so fits with
+    other values compile nothing new. Plain Python numbers are fine (each runner casts
+    them to the types its compiled loop was built with).
+
+    λ: regularisation coupling (float).
+    α: regularisation rate (float, ``get_α(λ, ε)``).
+    min_iterations: iterations before patience starts counting (int ≥ 0).
+    patience: iterations without improvement that end the fit (int ≥ 1).
+    max_iterations: the fit's iteration budget, counted from the fit's first
+        iteration (int ≥ 1).
+    """
+    λ: float | Array
+    α: float | Array
+    min_iterations: int | Array
+    patience: int | Array
+    max_iterations: int | Array
+
+
 class Carry(NamedTuple):
-    """What one iteration hands the next."""
-    w: Any
+    """What one iteration hands the next: the weights (a pytree), the optimiser
+    state (a pytree) and the early-stopping state."""
+    w: Weights
     opt_state: Any
     stopping: Stopping
 
@@ -101,7 +141,7 @@ class Record(NamedTuple):
     """
     train: LossParts
     validation: LossParts | None
-    finite: Any
+    finite: Array
 
 
 class Problem(NamedTuple):
@@ -122,7 +162,40 @@ class Problem(NamedTuple):
     where: Callable
 
 
-def loss_and_gradient(executor, w, streams, sizes, λ, α) -> tuple[LossParts, Any]:
+class Runner(NamedTuple):
+    """A fit's loop of iterations, built once per ``Problem`` by a runtime's
+    ``make_runner``, which closes over the static choices (the problem, where the
+    iterations loop, how many one call may run).
+
+    run: ``run(carry, data, settings, start, n_steps) -> (carry, records, n)`` runs
+        iterations start, start + 1, … while early stopping and the budget allow, at
+        most ``n_steps`` (≤ ``chunk``) of them, and stops after a non-finite one.
+        ``carry`` is a ``Carry``, ``data`` what the source's ``data`` returned,
+        ``settings`` a ``FitSettings``, ``start`` the index of the first iteration,
+        counted from the fit's first. It returns the next ``Carry``, the n iterations'
+        ``Record`` as NumPy arrays with a leading axis of length n (None when n is 0),
+        and n, an int.
+    loop: where the iterations loop: ``"device"`` (one compiled loop per call),
+        ``"host"`` (one compiled call per iteration) or ``"python"`` (nothing compiled
+        as a whole).
+    chunk: the most iterations one call of ``run`` may run.
+    compiled: the jitted function, or None where nothing is compiled as a whole. For
+        ``"device"`` it is the whole run and takes ``run``'s arguments; for ``"host"``
+        it is one iteration, ``step(carry, i, data, settings)`` (``build_step``).
+    """
+    run: Callable[[Carry, dict, FitSettings, int, int], tuple[Carry, Record | None, int]]
+    loop: str
+    chunk: int
+    compiled: Callable | None = None
+
+    def programs(self) -> int:
+        """How many programs ``compiled`` holds (traced and compiled for distinct argument
+        types): 1 after any number of fits that compiled once; 0 where nothing compiles."""
+        return 0 if self.compiled is None else self.compiled._cache_size()
+
+
+def loss_and_gradient(executor: Executor, w: Weights, streams: Streams, sizes: dict[str, int],
+                      λ: Array, α: Array) -> tuple[LossParts, Weights]:
     """Two passes: summaries of every stream (pass 1), the loss and its
     cotangents on the small gathered summaries, then one VJP per batch (pass 2)."""
     outputs, pullbacks = {}, {}
@@ -138,18 +211,21 @@ def loss_and_gradient(executor, w, streams, sizes, λ, α) -> tuple[LossParts, A
     return parts, tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *gradients)
 
 
-def stream_summaries(executor, w, streams, sizes) -> dict[str, Summaries]:
+def stream_summaries(executor: Executor, w: Weights, streams: Streams, sizes: dict[str, int]
+                     ) -> dict[str, Summaries]:
     """Pass 1 only: the summaries of every stream that holds simulations."""
     return {name: executor.summaries(w, inputs, with_derivative)
             for name, (inputs, with_derivative) in streams.items() if sizes[name]}
 
 
-def summaries_of(executor, w, streams, sizes) -> Summaries:
+def summaries_of(executor: Executor, w: Weights, streams: Streams, sizes: dict[str, int]
+                 ) -> Summaries:
     """Pass 1 only: the assembled summaries of every stream."""
     return executor.backend.assemble(executor.kind, stream_summaries(executor, w, streams, sizes))
 
 
-def weight_gradient(executor, w, streams, sizes, cotangents: dict[str, Summaries]):
+def weight_gradient(executor: Executor, w: Weights, streams: Streams, sizes: dict[str, int],
+                    cotangents: dict[str, Summaries]) -> Weights:
     """Pass 2 only: Σ over streams and batches of the VJP of ``w ↦ stream
     summaries`` with that stream's cotangents (``cotangents[name]``, shaped like
     the stream's summaries). An executor with a ``pullback(w, inputs,
@@ -176,12 +252,13 @@ def all_finite(*trees):
     return total == 0
 
 
-def fit_step(problem: Problem, carry: Carry, i, data, λ, α, min_iterations):
+def fit_step(problem: Problem, carry: Carry, i: Array, data: dict, settings: FitSettings
+             ) -> tuple[Carry, Record]:
     """One iteration: summaries, loss and gradient at w_i, the optimiser update
     to w_{i+1}, validation statistics at w_{i+1}, early stopping. Returns (next
     carry, Record). A non-finite loss or gradient leaves the weights and the
     optimiser state as they were (an update from it would make every weight NaN)."""
-    ex = problem.executor
+    ex, λ, α = problem.executor, settings.λ, settings.α
     parts, grads = loss_and_gradient(
         ex, carry.w, problem.training_streams(data, i), problem.sizes, λ, α)
     finite = all_finite(parts.Λ, grads)
@@ -195,8 +272,8 @@ def fit_step(problem: Problem, carry: Carry, i, data, λ, α, min_iterations):
         s = summaries_of(ex, w_next, problem.validation_streams(data), problem.sizes)
         validation = ex.backend.loss(s.x, s.dx_dθ, λ, α)
         criterion, w_measured = validation.logdetF, w_next
-    stopping = update_stopping(carry.stopping, criterion, w_measured, i, min_iterations,
-                               problem.where)
+    stopping = update_stopping(carry.stopping, criterion, w_measured, i,
+                               settings.min_iterations, problem.where)
     return Carry(w_next, opt_state, stopping), Record(parts, validation, finite)
 
 
@@ -208,24 +285,26 @@ class LoopExecutor:
     Stream inputs carry two leading axes (n_batches, batch) on every leaf.
     """
 
-    def __init__(self, backend, network, kind):
+    def __init__(self, backend: Backend, network: Network, kind: Kind):
         self.backend, self.network, self.kind = backend, network, kind
 
     def _batches(self, inputs):
         n = tree_util.tree_leaves(inputs)[0].shape[0]
         return [tree_util.tree_map(lambda a: a[b], inputs) for b in range(n)]  # noqa: B023 - called at once
 
-    def summaries(self, w, inputs, with_derivative) -> Summaries:
+    def summaries(self, w: Weights, inputs: Any, with_derivative: bool) -> Summaries:
         parts = [self.backend.batch_summaries(self.network, w, self.kind, batch, with_derivative)
                  for batch in self._batches(inputs)]
         return Summaries(np.concatenate([p.x for p in parts]),
                          np.concatenate([p.dx_dθ for p in parts]) if with_derivative else None)
 
-    def summaries_and_pullback(self, w, inputs, with_derivative):
+    def summaries_and_pullback(self, w: Weights, inputs: Any, with_derivative: bool
+                               ) -> tuple[Summaries, Callable[[Summaries], Weights]]:
         return (self.summaries(w, inputs, with_derivative),
                 self.pullback(w, inputs, with_derivative))
 
-    def pullback(self, w, inputs, with_derivative):
+    def pullback(self, w: Weights, inputs: Any, with_derivative: bool
+                 ) -> Callable[[Summaries], Weights]:
         """Pass 2 of one stream: cotangents (n, …) -> Σ_batches VJP, a pytree like w."""
         batches = self._batches(inputs)
 
@@ -245,29 +324,44 @@ class LoopExecutor:
         return pullback
 
 
-def fit_step_and_keep_going(problem: Problem, carry: Carry, i, data, λ, α, min_iterations,
-                            patience, max_iterations):
+def fit_step_and_keep_going(problem: Problem, carry: Carry, i: Array, data: dict,
+                            settings: FitSettings) -> tuple[Carry, Record, Array]:
     """``fit_step``, and whether iteration i + 1 should run: decided with the step,
     so that a compiled step hands back a single flag. A non-finite iteration ends
     the run there, so that the caller decides what follows (``fit(on_nan=...)``)."""
-    carry, record = fit_step(problem, carry, i, data, λ, α, min_iterations)
-    return carry, record, keep_going(carry.stopping, i + 1, patience, max_iterations) & \
-        record.finite
+    carry, record = fit_step(problem, carry, i, data, settings)
+    return carry, record, keep_going(carry.stopping, i + 1, settings.patience,
+                                     settings.max_iterations) & record.finite
 
 
-def run_loop(problem: Problem, carry: Carry, data, λ, α, min_iterations, patience,
-             max_iterations, start, n_steps, step=None):
-    """Run iterations start, start+1, … (at most n_steps) while keep_going.
+def build_step(problem: Problem) -> Callable[[Carry, Array, dict, FitSettings],
+                                             tuple[Carry, Record, Array]]:
+    """``step(carry, i, data, settings) -> (carry, record, keep going)``:
+    ``fit_step_and_keep_going`` with the static ``problem`` closed over, the function a
+    runtime compiles (or runs as it is)."""
+    return partial(fit_step_and_keep_going, problem)
 
-    ``step``: ``fit_step_and_keep_going`` with ``problem`` bound (the default),
-    or a compiled version of it (the JAX backend).
-    Returns (carry, list of Records, number of iterations run)."""
-    step = step or partial(fit_step_and_keep_going, problem)
+
+def run_loop(step: Callable[[Carry, Array, dict, FitSettings], tuple[Carry, Record, Array]],
+             carry: Carry, data: dict, settings: FitSettings, start: int, n_steps: int
+             ) -> tuple[Carry, list[Record], int]:
+    """Run iterations start, start+1, … (at most n_steps) while keep_going, from Python.
+
+    Args:
+        step: ``build_step(problem)``, or a compiled version of it (the JAX backend).
+        carry: the state before iteration ``start``.
+        data: what the source's ``data`` returned.
+        settings: the fit's numbers.
+        start: the fit's iteration index of the first iteration.
+        n_steps: the most iterations to run.
+
+    Returns:
+        (carry, list of Records, number of iterations run).
+    """
     records, i = [], start
-    going = bool(keep_going(carry.stopping, i, patience, max_iterations))
+    going = bool(keep_going(carry.stopping, i, settings.patience, settings.max_iterations))
     while going and i < start + n_steps:
-        carry, record, going = step(carry, i, data, λ, α, min_iterations, patience,
-                                    max_iterations)
+        carry, record, going = step(carry, i, data, settings)
         records.append(record)
         i, going = i + 1, bool(going)
     return carry, records, i - start

@@ -78,7 +78,7 @@ def test_fit_compiles_once_across_fits_and_statistics(compilations, kind):
     model.set_F_statistics(model.final_w, None if rng is None else jax.random.PRNGKey(9))
     again, steps = compilations.take()
     assert again == [] and steps == 0, again
-    assert model._runner.compiled._cache_size() == 1
+    assert model._runner.programs() == 1
     assert model.fit_iteration == 3 and np.isfinite(model.history["detF"]).all()
 
 
@@ -89,11 +89,12 @@ def test_cpu_compiler_options_are_in_effect():
     assert compiler_options("cpu") == CPU_OPTIONS
     assert compiler_options("gpu") is None
     model = _gradient_imnn(n=20)
-    run = model.runtime.make_runner(model.problem)
+    runner = model.runtime.make_runner(model.problem)
     carry = imnn.fitting.Carry(model.final_w, model.state, imnn.fitting.Stopping(
         model.runtime.replicate(np.float32(-np.inf)), model.best_w,
         model.runtime.replicate(np.int32(0))))
-    lowered = run.compiled.lower(carry, model._data(None), 10.0, 1.0, 0, 10, 10, 0, 5)
+    settings = imnn.fitting.FitSettings(10.0, 1.0, 0, 10, 10)
+    lowered = runner.compiled.lower(carry, model._data(None), settings, 0, 5)
     assert dict(lowered._lowering._compiler_options_kvs) == CPU_OPTIONS
     other = model.runtime.compile(lambda x: x).lower(1.0)
     assert dict(other._lowering._compiler_options_kvs) == CPU_OPTIONS

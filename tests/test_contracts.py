@@ -8,7 +8,9 @@ import optax
 import pytest
 
 import imnn
-from imnn.contracts import Executor, Runtime, Source
+from imnn.contracts import Exact, Executor, Runtime, Source
+from imnn.fitting import Carry, FitSettings, Runner, Stopping, get_α
+from imnn.runtime import make_backend
 
 from conftest import mlp
 
@@ -87,3 +89,39 @@ def test_protocols_declare_the_seams():
             return None
 
     assert not isinstance(Half(), Executor)
+
+
+def test_runner_is_declared_and_reads_one_settings_value():
+    """A runtime's runner is a Runner; its run takes the fit's numbers as one FitSettings
+    value and follows its budget and patience (reference backend: nothing compiles)."""
+    fitter = gradient("numpy")
+    runner = fitter.runtime.make_runner(fitter.problem)
+    assert isinstance(runner, Runner) and runner.loop == "python"
+    assert runner.chunk == fitter.runtime.chunk and runner.programs() == 0
+    carry = Carry(fitter.w, fitter.state, Stopping(-onp.inf, fitter.w, 0))
+    data = fitter._data(None)
+    settings = FitSettings(10.0, get_α(10.0, 0.1), 0, 100, 3)
+    carry, records, n = runner.run(carry, data, settings, 0, 2)
+    assert n == 2 and records.train.Λ.shape == (2,) and onp.isfinite(records.train.Λ).all()
+    carry, records, n = runner.run(carry, data, settings, 2, 2)
+    assert n == 1 and records.train.Λ.shape == (1,)  # the budget: max_iterations = 3
+    exhausted = carry._replace(stopping=carry.stopping._replace(patience_counter=3))
+    patient = settings._replace(patience=3, max_iterations=100)
+    _, records, n = runner.run(exhausted, data, patient, 3, 2)
+    assert n == 0 and records is None
+
+
+def test_network_declares_its_form_for_loop_bodies(x64):
+    """Network.apply_in_loops: imnn.nn convolutions have one (the same summaries), a dense
+    network none; a CPU executor runs it in its loops."""
+    nn = imnn.nn
+    runtime = make_backend("jax")
+    conv = runtime.network(nn.serial(nn.Reshape(SHAPE + (1,)), nn.Conv(2, (3,)), nn.Flatten,
+                                     nn.Dense(S)), SHAPE)
+    assert conv.apply_in_loops is not None
+    assert runtime.network(mlp(8, 1, n_summaries=S), SHAPE).apply_in_loops is None
+    w, d = conv.init(jax.random.PRNGKey(0)), onp.linspace(-1.0, 1.0, SHAPE[0])
+    onp.testing.assert_allclose(jax.jit(conv.apply_in_loops)(w, d), jax.jit(conv.apply)(w, d),
+                                rtol=1e-12)
+    executor = runtime.executor(conv, Exact(P))
+    assert executor.platform == "cpu" and executor.loop_network.apply is conv.apply_in_loops

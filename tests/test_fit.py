@@ -83,7 +83,7 @@ def test_fit_step_is_traced_once():
     model.fit(10.0, 0.1, min_iterations=0, max_iterations=30, print_rate=7)
     model.fit(5.0, 0.2, patience=3, min_iterations=2, max_iterations=50)
     model.fit(10.0, 0.1, max_iterations=10, print_rate=None)
-    assert model._runner._cache_size() == 1
+    assert model._runner.programs() == 1
 
 
 def test_progress_bar_switches_on_and_off(capsys):
@@ -248,7 +248,7 @@ def test_device_loop_stops_at_max_iterations_and_compiles_once():
     assert len(model.history["detF"]) == CHUNK + 5 == model.fit_iteration
     model.fit(10.0, 0.1, min_iterations=10 ** 6, max_iterations=7, print_rate=3)
     assert len(model.history["detF"]) == CHUNK + 12
-    assert model._runner._cache_size() == 1
+    assert model._runner.programs() == 1
 
 
 def test_loop_choice_follows_convolutions_on_cpu():

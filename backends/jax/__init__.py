@@ -2,10 +2,15 @@
 devices (and hosts), float32 by default and float64 when x64 is enabled."""
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
+
+from imnn.contracts import Array, Kind, Network
+from imnn.fitting import Problem, Runner
 
 from . import statistics, summaries
 from .execution import CHUNK, JaxExecutor, jit, make_runner, shard_batches
@@ -25,9 +30,8 @@ class JaxBackend:
     assemble = staticmethod(summaries.assemble)
     assemble_transpose = staticmethod(summaries.assemble_transpose)
     where = staticmethod(jnp.where)
-    make_runner = staticmethod(make_runner)
 
-    def __init__(self, devices=None):
+    def __init__(self, devices: Sequence | None = None):
         self.mesh = None if devices is None else Mesh(np.asarray(devices), ("sims",))
         self._fisher_statistics = None
 
@@ -37,7 +41,7 @@ class JaxBackend:
         return (jax.default_backend() if self.mesh is None
                 else self.mesh.devices.flat[0].platform)
 
-    def fisher_statistics(self, x, dx_dθ) -> statistics.FisherStatistics:
+    def fisher_statistics(self, x: Array, dx_dθ: Array) -> statistics.FisherStatistics:
         """``statistics.fisher_statistics`` as one compiled program (run op by op
         it would compile each of its dozen operations on first use); inside a
         compiled function, the plain function (compiler options go on the outer one)."""
@@ -48,10 +52,10 @@ class JaxBackend:
         return self._fisher_statistics(x, dx_dθ)
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:
         return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
-    def asarray(self, array):
+    def asarray(self, array: Array) -> jax.Array:
         # Cast on the host and transfer: jnp.asarray of a NumPy array (or a cast
         # of a device array) compiles a small program per shape and dtype.
         array = np.asarray(array)
@@ -59,17 +63,23 @@ class JaxBackend:
             array = array.astype(self.dtype, copy=False)
         return jax.device_put(array)
 
-    def network(self, model, input_shape):
+    def network(self, model: Any, input_shape: tuple) -> Network:
         return _network(model, input_shape, self.dtype)
 
-    def replicate(self, tree):
+    def replicate(self, tree: Any) -> Any:
         """Put weights (or anything every device needs whole) on every device."""
         return shard_batches(self.mesh, jax.tree_util.tree_map(self.asarray, tree), P())
 
-    def executor(self, network, kind):
+    def executor(self, network: Network, kind: Kind) -> JaxExecutor:
         return JaxExecutor(self, network, kind, self.mesh)
 
-    def place(self, tree):
+    def make_runner(self, problem: Problem, loop: str | None = None) -> Runner:
+        """The compiled loop of iterations of ``problem``, running up to ``chunk``
+        iterations a call (``execution.make_runner``; ``loop``: "device", "host", or
+        None to choose)."""
+        return make_runner(problem, loop, self.chunk)
+
+    def place(self, tree: Any) -> Any:
         """Put stream inputs (n_batches, batch, ...) on the devices. Over a mesh
         each device's slice goes straight from host memory to that device, so
         no device ever holds a whole stream."""
@@ -83,7 +93,7 @@ class JaxBackend:
 
         return shard_batches(self.mesh, jax.tree_util.tree_map(host_or_device, tree))
 
-    def compile(self, function):
+    def compile(self, function: Callable) -> Callable:
         """``jax.jit`` with imnn's compiler options for this backend's platform."""
         return jit(function, self.platform)
 

@@ -16,7 +16,7 @@ batches' weight cotangents) before a single sum over devices.
 from __future__ import annotations
 
 import math
-from functools import partial
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +25,8 @@ from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imnn._compilation import compiler_options
-from imnn.contracts import Exact, Summaries
-from imnn.fitting import fit_step_and_keep_going, keep_going, run_loop
+from imnn.contracts import Array, Exact, Kind, Network, Summaries, Weights
+from imnn.fitting import Carry, FitSettings, Problem, Runner, build_step, keep_going, run_loop
 
 from . import summaries as S
 
@@ -59,13 +59,14 @@ def _map_batches(f, batches):
 class JaxExecutor:
     """Pass 1 and pass 2 of a stream on JAX (see module docstring)."""
 
-    def __init__(self, backend, network, kind, mesh: Mesh | None):
+    def __init__(self, backend, network: Network, kind: Kind, mesh: Mesh | None):
         self.backend, self.network, self.kind, self.mesh = backend, network, kind, mesh
         device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
-        self.platform = device.platform
-        in_loops = getattr(network.apply, "in_cpu_loops", None)
-        self.loop_network = (network._replace(apply=in_loops)
-                             if in_loops is not None and self.platform == "cpu" else network)
+        self.platform: str = device.platform
+        # The network for loop bodies: on a CPU, the form written for them where it has one.
+        self.loop_network = (network._replace(apply=network.apply_in_loops)
+                             if network.apply_in_loops is not None and self.platform == "cpu"
+                             else network)
         # What pass 1 keeps for pass 2 (see keep_within): the budget in bytes per
         # device, the training streams' sizes, and {stream name: what it keeps}.
         self.memory_budget, self.sizes, self.kept, self._plans = DEFAULT_MEMORY_BUDGET, None, {}, {}
@@ -79,7 +80,7 @@ class JaxExecutor:
         return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(None, AXIS)),
                              out_specs=out_specs, check_vma=False)
 
-    def summaries(self, w, inputs, with_derivative) -> Summaries:
+    def summaries(self, w: Weights, inputs: Any, with_derivative: bool) -> Summaries:
         def local(w, inputs):
             network = self._network(inputs)
             return _map_batches(
@@ -109,7 +110,8 @@ class JaxExecutor:
         self._plans = {}
         return self.memory_budget
 
-    def summaries_and_pullback(self, w, inputs, with_derivative):
+    def summaries_and_pullback(self, w: Weights, inputs: Any, with_derivative: bool
+                               ) -> tuple[Summaries, Callable[[Summaries], Weights]]:
         """Pass 1 of a stream, and pass 2 as a function of its cotangents.
 
         With several batches per device, what pass 2 recomputes depends on the
@@ -276,50 +278,58 @@ def _put(array, sharding):
 CHUNK = 128  # iterations per run: between progress updates and callbacks
 
 
-def make_runner(problem, loop=None):
-    """A function running up to n_steps (≤ CHUNK) iterations of ``fit_step``.
+def make_runner(problem: Problem, loop: str | None = None, chunk: int = CHUNK) -> Runner:
+    """The compiled loop of iterations of ``problem`` (``imnn.fitting.Runner``).
 
-    run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps)
-      -> (carry, records with a leading axis of the iterations run, as NumPy
-          arrays, iterations run)
+    ``Runner.run(carry, data, settings, start, n_steps) -> (carry, records with a
+    leading axis of the iterations run as NumPy arrays, iterations run)``, n_steps ≤
+    ``chunk``. The settings (``imnn.fitting.FitSettings``), ``start`` and ``n_steps`` are
+    traced, so the loop compiles once whatever the progress-bar rate, iteration budget,
+    λ, ε or patience: one XLA program for every later fit of the same object
+    (``Runner.programs()``).
 
-    Every argument of the step is traced, so it compiles once whatever the
-    progress-bar rate, iteration budget, λ, ε or patience: one XLA program for
-    every later fit of the same object. ``loop`` says where the iterations loop:
+    Args:
+        problem: the static part of the fit; its executor is a ``JaxExecutor``, whose
+            platform decides the compiler options and the default ``loop``.
+        loop: where the iterations loop:
 
-    - "device": the whole run is one compiled ``lax.while_loop`` that stops on the
-      device when early stopping says so; the host sees one call and one
-      read-back per run. Per iteration that saves a dispatch and a device-to-host
-      wait, which on a GPU is most of a small problem's step (bench/bench_fit_step.py).
-    - "host": one compiled call per iteration and a read of its keep-going flag
-      (``imnn.fitting.run_loop``). XLA's CPU compiler rewrites convolutions into
-      their fast forms only outside loop bodies (jax-ml/jax#12868): inside one the
-      weight gradient of a convolutional network ran 7-16× slower.
-    - None (default): "host" for a network with convolutions on a CPU, else "device".
+            - "device": the whole run is one compiled ``lax.while_loop`` that stops on
+              the device when early stopping says so; the host sees one call and one
+              read-back per run. Per iteration that saves a dispatch and a
+              device-to-host wait, which on a GPU is most of a small problem's step
+              (bench/bench_fit_step.py).
+            - "host": one compiled call per iteration and a read of its keep-going flag
+              (``imnn.fitting.run_loop``). XLA's CPU compiler rewrites convolutions into
+              their fast forms only outside loop bodies (jax-ml/jax#12868): inside one
+              the weight gradient of a convolutional network ran 7-16× slower.
+            - None (default): "host" for a network with convolutions on a CPU, else
+              "device".
+        chunk: the most iterations one call of ``run`` may run (the size of the
+            device loop's record buffers).
+
+    Returns:
+        ``Runner(run, loop, chunk, compiled)``; ``compiled`` is the jitted function (the
+        whole run, or the step for "host").
+
+    Raises:
+        ValueError: ``loop`` is not "device", "host" or None.
 
     The programs are compiled with ``imnn._compilation.compiler_options()``
     (on a CPU: LLVM -O2, which compiles the random bits of simulator fits
     several times faster; docs/performance/compilation.md).
-    ``run.compiled`` is the jitted function (the step or the whole run), for
-    checks that it compiled once.
     """
     if loop is None:
         loop = "host" if _convolutions_on_cpu(problem) else "device"
     if loop not in ("device", "host"):
         raise ValueError(f"loop must be 'device', 'host' or None, got {loop!r}")
-    runner = _device_runner(problem) if loop == "device" else _host_runner(problem)
-    runner.loop = loop
-    return runner
+    build = _device_runner if loop == "device" else _host_runner
+    return build(problem, problem.executor.platform, chunk)
 
 
-def jit(function, platform=None):
+def jit(function: Callable, platform: str | None = None) -> Callable:
     """``jax.jit`` with imnn's compiler options for ``platform`` (default: JAX's
     default backend)."""
     return jax.jit(function, compiler_options=compiler_options(platform))
-
-
-def _platform(problem):
-    return getattr(problem.executor, "platform", None)
 
 
 def _host_records(records, n):
@@ -328,68 +338,65 @@ def _host_records(records, n):
     return tree_util.tree_map(lambda r: np.asarray(r)[:n], jax.device_get(records))
 
 
-def _host_runner(problem):
-    step = jit(partial(fit_step_and_keep_going, problem), _platform(problem))
+def _host_runner(problem: Problem, platform: str, chunk: int) -> Runner:
+    step = jit(build_step(problem), platform)
 
-    def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
-        carry, records, n = run_loop(problem, carry, data, λ, α, min_iterations, patience,
-                                     max_iterations, start, n_steps, step)
+    def run(carry: Carry, data: dict, settings: FitSettings, start: int, n_steps: int):
+        carry, records, n = run_loop(step, carry, data, settings, start, n_steps)
         if not n:
             return carry, None, n
         records = jax.device_get(records)
         return carry, tree_util.tree_map(lambda *r: np.stack(r), *records), n
 
-    run.compiled = step
-    run._cache_size = step._cache_size
-    return run
+    return Runner(run, "host", chunk, step)
 
 
-def _device_runner(problem):
+def _typed(settings: FitSettings) -> FitSettings:
+    """The settings as strongly typed arrays (int32, and the working float), so that
+    the types of the first trace are those of the loop body's calls."""
+    dtype = jnp.result_type(float)
+    return FitSettings(jnp.asarray(settings.λ, dtype), jnp.asarray(settings.α, dtype),
+                       *(jnp.asarray(a, jnp.int32) for a in settings[2:]))
+
+
+def _device_runner(problem: Problem, platform: str, size: int) -> Runner:
     # Jitted on its own so that the while loop's body reuses the trace made for
     # the records' shapes (jit caches a trace per argument types): the step is
     # traced once, not twice. inline=True: its equations go straight into the loop.
-    step = jax.jit(partial(fit_step_and_keep_going, problem), inline=True)
+    step = jax.jit(build_step(problem), inline=True)
 
-    def chunk(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
+    def chunk(carry: Carry, data: dict, settings: FitSettings, start: Array, n_steps: Array):
         # Every scalar as a strongly typed array: the types of the first trace
         # are those of the loop body's calls, so the second call hits the cache.
-        start, min_iterations, patience, max_iterations, n_steps = (
-            jnp.asarray(a, jnp.int32)
-            for a in (start, min_iterations, patience, max_iterations, n_steps))
-        dtype = jnp.result_type(float)
-        λ, α = jnp.asarray(λ, dtype), jnp.asarray(α, dtype)
-        shapes = jax.eval_shape(step, carry, start, data, λ, α, min_iterations, patience,
-                                max_iterations)[1]
+        settings = _typed(settings)
+        start, n_steps = jnp.asarray(start, jnp.int32), jnp.asarray(n_steps, jnp.int32)
+        shapes = jax.eval_shape(step, carry, start, data, settings)[1]
 
         def one(state):
             carry, records, k, _ = state
-            carry, record, going = step(carry, start + k, data, λ, α, min_iterations,
-                                        patience, max_iterations)
+            carry, record, going = step(carry, start + k, data, settings)
             records = tree_util.tree_map(lambda buffer, r: buffer.at[k].set(r), records, record)
             return carry, records, k + 1, going
 
-        records = tree_util.tree_map(lambda s: jnp.zeros((CHUNK,) + s.shape, s.dtype), shapes)
-        going = keep_going(carry.stopping, start, patience, max_iterations)
+        records = tree_util.tree_map(lambda s: jnp.zeros((size,) + s.shape, s.dtype), shapes)
+        going = keep_going(carry.stopping, start, settings.patience, settings.max_iterations)
         carry, records, n, _ = lax.while_loop(lambda state: state[3] & (state[2] < n_steps),
                                               one, (carry, records, jnp.int32(0), going))
         return carry, records, n
 
-    compiled = jit(chunk, _platform(problem))
+    compiled = jit(chunk, platform)
 
-    def run(carry, data, λ, α, min_iterations, patience, max_iterations, start, n_steps):
-        if not 0 < n_steps <= CHUNK:
-            raise ValueError(f"n_steps must be in 1..{CHUNK}, got {n_steps}")
-        carry, records, n = compiled(carry, data, λ, α, min_iterations, patience,
-                                     max_iterations, start, n_steps)
+    def run(carry: Carry, data: dict, settings: FitSettings, start: int, n_steps: int):
+        if not 0 < n_steps <= size:
+            raise ValueError(f"n_steps must be in 1..{size}, got {n_steps}")
+        carry, records, n = compiled(carry, data, settings, start, n_steps)
         n = int(n)
         return carry, _host_records(records, n) if n else None, n
 
-    run.compiled = compiled
-    run._cache_size = compiled._cache_size
-    return run
+    return Runner(run, "device", size, compiled)
 
 
-def _convolutions_on_cpu(problem) -> bool:
+def _convolutions_on_cpu(problem: Problem) -> bool:
     """Whether the fit's network convolves (lax.conv) and runs on a CPU."""
     executor = problem.executor
     if executor.platform != "cpu":

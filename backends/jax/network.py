@@ -96,9 +96,9 @@ def network(model, input_shape: tuple, dtype) -> Network:
         Network(init, apply, input_shape, output_shape): ``init(key)`` gives the initial
         weights, a pytree of ``dtype`` arrays; ``apply(w, d)`` takes one simulation of shape
         ``input_shape`` and returns its summaries, shape ``output_shape`` = (s,). For imnn.nn
-        models with convolutions, ``apply.in_cpu_loops`` is the same function with
+        models with convolutions, ``apply_in_loops`` is the same function with
         convolutions written as matrix products (``_conv_as_product``), for loop bodies on a
-        CPU.
+        CPU; None otherwise.
 
     Raises:
         TypeError: ``model`` is of no accepted kind.
@@ -159,6 +159,6 @@ def _nn_network(model, input_shape: tuple, dtype) -> Network:
             h = f(layer, shape, h, layer_w, conv)
         return h
 
-    if any(isinstance(layer, nn.Conv) for layer in layers):
-        apply.in_cpu_loops = partial(apply, conv=_conv_as_product)
-    return Network(init, apply, input_shape, shapes[-1])
+    in_loops = (partial(apply, conv=_conv_as_product)
+                if any(isinstance(layer, nn.Conv) for layer in layers) else None)
+    return Network(init, apply, input_shape, shapes[-1], apply_in_loops=in_loops)
