@@ -149,7 +149,7 @@ def memory_point(cls, n_s):
         fitter = build("Simulator", FIELD, conv(), n_s, (1, N_PER_DEVICE), memory_budget=0)
     data = fitter.source.data(fitter.runtime, jax.random.PRNGKey(2))
     α = imnn.get_α(10.0, 0.1)
-    gradient = jax.jit(lambda w, data: imnn.fitting.loss_and_gradient(
+    gradient = jax.jit(lambda w, data: imnn._fitting.loss_and_gradient(
         fitter.executor, w, fitter.source.training_streams(data, 0), fitter.source.sizes,
         10.0, α))
     compiled = gradient.lower(fitter.w, data).compile()
@@ -319,7 +319,7 @@ def gradient_memory(fitter):
     temporaries, and temporaries with arguments and outputs, in MiB."""
     data = fitter._data(jax.random.PRNGKey(2))
     α = imnn.get_α(10.0, 0.1)
-    compiled = jax.jit(lambda w, data: imnn.fitting.loss_and_gradient(
+    compiled = jax.jit(lambda w, data: imnn._fitting.loss_and_gradient(
         fitter.executor, w, fitter.source.training_streams(data, 0), fitter.source.sizes,
         10.0, α)).lower(fitter.w, data).compile()
     analysis = compiled.memory_analysis()
@@ -336,7 +336,7 @@ def many_batches_memory(cls, dtype, n_per_device, memory_budget):
     fitter = many_batches_build(cls, n_per_device, memory_budget)
     data = fitter._data(jax.random.PRNGKey(2))
     α = imnn.get_α(10.0, 0.1)
-    gradient = jax.jit(lambda w, data: imnn.fitting.loss_and_gradient(
+    gradient = jax.jit(lambda w, data: imnn._fitting.loss_and_gradient(
         fitter.executor, w, fitter.source.training_streams(data, 0), fitter.source.sizes,
         10.0, α))
     compiled = gradient.lower(fitter.w, data).compile()
@@ -364,12 +364,12 @@ def stages(cls, dtype, rounds=5, repeats=20):
         ex, source = fitter.executor, fitter.source
         data = fitter._data(jax.random.PRNGKey(2))
         functions = {
-            "pass 1": lambda w, d: imnn.fitting.summaries_of(
+            "pass 1": lambda w, d: imnn._fitting.summaries_of(
                 ex, w, source.training_streams(d, 0), source.sizes),
-            "pass 1 + 2": lambda w, d: imnn.fitting.loss_and_gradient(
+            "pass 1 + 2": lambda w, d: imnn._fitting.loss_and_gradient(
                 ex, w, source.training_streams(d, 0), source.sizes, 10.0, α)}
         if fitter.validate:
-            functions["validation"] = lambda w, d: imnn.fitting.summaries_of(
+            functions["validation"] = lambda w, d: imnn._fitting.summaries_of(
                 ex, w, source.validation_streams(d), source.sizes)
         return {name: jax.jit(f) for name, f in functions.items()}, data
 

@@ -86,7 +86,7 @@ def handwritten_loss(w, apply, d, dd_dθ):
     F = dμ_dθ.T @ invC @ dμ_dθ
     eye = jnp.eye(C.shape[0])
     Λ2 = jnp.linalg.norm(C - eye) + jnp.linalg.norm(invC - eye)
-    α = imnn.fitting.get_α(λ, ε)
+    α = imnn._fitting.get_α(λ, ε)
     r = λ * Λ2 / (Λ2 + jnp.exp(-α * Λ2))
     return -jnp.linalg.slogdet(F)[1] + r * Λ2
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from . import nn
 from ._compilation import enable_compilation_cache
+from ._factory import IMNN
+from ._fitting import get_α
 from .classes import (
     AggregatedGradientIMNN,
     AggregatedNumericalGradientIMNN,
@@ -16,8 +18,6 @@ from .classes import (
     SimulatorIMNN,
 )
 from .datasets import DatasetGradientIMNN, DatasetNumericalGradientIMNN
-from .factory import IMNN
-from .fitting import get_α
 from .persistence import load, save
 from .utils import value_and_jacfwd, value_and_jacrev
 

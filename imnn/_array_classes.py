@@ -11,8 +11,8 @@ import jax
 import numpy as np
 
 from ._base import BaseIMNN, aggregation, finite_difference, keep_within
+from ._sources import ArraySource, Layout
 from .contracts import Array, Exact
-from .sources import ArraySource, Layout
 
 if TYPE_CHECKING:
     import optax

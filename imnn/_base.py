@@ -29,12 +29,12 @@ from jax import tree_util
 from ._checks import positive_int
 from ._estimates import Estimates
 from ._fit_loop import FitLoop
+from ._fitting import Problem, stream_summaries, summaries_of, weight_gradient
+from ._runtime import make_backend
+from ._sources import Layout, SimulatorSource, check_array
 from ._statistics import SeedStatistics
 from .contracts import Array, FiniteDifference
-from .fitting import Problem, stream_summaries, summaries_of, weight_gradient
 from .optimisers import LegacyState, as_optimiser
-from .runtime import make_backend
-from .sources import Layout, SimulatorSource, check_array
 
 
 def _check_sizes(n_s, n_params, n_summaries):

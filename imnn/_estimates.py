@@ -10,8 +10,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from ._sources import out_of_range
 from .contracts import Array, Exact, Network, Runtime, Weights
-from .sources import out_of_range
 
 
 def _as_simulations(name, d, input_shape, dtype):

@@ -3,7 +3,7 @@ the loop of compiled runner calls, the progress bar, the history, Ctrl-C and
 non-finite iterations), ``loss_and_gradient``, and the diagnosis of a loss that
 is not finite (which says why, and what to try).
 
-The iterations themselves are ``imnn.fitting``'s, run by the backend's runner
+The iterations themselves are ``imnn._fitting``'s, run by the backend's runner
 (``runtime.make_runner(problem)``); this module is the Python around them.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import jax
 import numpy as np
 
 from ._checks import positive_int
+from ._fitting import Carry, FitSettings, Problem, Runner, Stopping, get_α, loss_and_gradient
+from ._sources import SimulatorSource, as_raw_key, out_of_range, simulation_keys
 from .contracts import Array, Executor, Kind, LossParts, Runtime, Source, Weights
-from .fitting import Carry, FitSettings, Problem, Runner, Stopping, get_α, loss_and_gradient
-from .sources import SimulatorSource, as_raw_key, out_of_range, simulation_keys
 
 ON_NAN = ("stop", "raise", "warn")
 

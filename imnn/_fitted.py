@@ -10,9 +10,9 @@ import jax
 
 from ._estimates import Estimates
 from ._models import model_kind
+from ._runtime import BACKENDS, make_backend
 from ._saved import STATISTICS, WEIGHTS, Saved, weights_into
 from ._tables import model_from_tables, model_to_tables
-from .runtime import BACKENDS, make_backend
 
 # --- a fitted network, for evaluation -------------------------------------------------------
 

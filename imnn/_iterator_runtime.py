@@ -2,7 +2,7 @@
 ``IteratorExecutor`` (pass 1 and pass 2, one global batch at a time) and the
 ``IteratorRuntime`` that adapts a backend runtime to a fit loop in Python.
 
-Execution. The fit loop runs in Python (``imnn.fitting.run_loop``): iterators
+Execution. The fit loop runs in Python (``imnn._fitting.run_loop``): iterators
 are read on the host. Each step of a pass pulls one batch from every device's
 iterator, lays them side by side as one global batch sharded over the devices
 (device j's batch goes straight to ``devices[j]``), and calls the backend's
@@ -23,14 +23,14 @@ from jax import tree_util
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ._iterator_streams import IteratorStream
+from ._runtime import python_runner
 from .contracts import Optimiser, Summaries
-from .runtime import python_runner
 
 # --- running passes over the iterators ----------------------------------------------
 
 class IteratorExecutor:
     """Pass 1 and pass 2 of streams read from iterators, one global batch at a
-    time (see the module docstring). ``backend`` serves ``imnn.fitting`` the
+    time (see the module docstring). ``backend`` serves ``imnn._fitting`` the
     small per-iteration steps, compiled."""
 
     def __init__(self, runtime, network, kind):
@@ -140,7 +140,7 @@ def _as_dtype(batch, dtype):
 
 
 class _CompiledSteps:
-    """What ``imnn.fitting`` asks of ``executor.backend`` between the passes
+    """What ``imnn._fitting`` asks of ``executor.backend`` between the passes
     (assembly, loss, cotangents), compiled once for the executor's kind."""
 
     def __init__(self, runtime, kind):
@@ -163,7 +163,7 @@ class _CompiledSteps:
 
 class IteratorRuntime:
     """A backend runtime adapted to fits fed by iterators: iterators are read on
-    the host, so the fit loop runs in Python (``imnn.fitting.run_loop``) and the
+    the host, so the fit loop runs in Python (``imnn._fitting.run_loop``) and the
     whole-pass compilation ``BaseIMNN`` asks for is declined; the executor compiles
     the per-batch passes and the small steps instead. Everything else is the
     wrapped runtime's."""

@@ -21,7 +21,7 @@ the wrong result"; here it fails, with the argument and device named):
   ended; a TensorFlow reading error (a damaged TFRecords file) names the stream,
   the device and the file;
 - the first epoch: finite values within the working precision's range (see
-  ``imnn.sources.out_of_range``), and no batch equal to another one of the same
+  ``imnn._sources.out_of_range``), and no batch equal to another one of the same
   data set (a device reading another device's chunk, e.g. a stale ``skip``
   index, or an epoch shorter than ``n_batches``); batches whose simulations are
   all equal (∂d/∂θ that does not depend on the noise) are exempt;
@@ -41,8 +41,8 @@ import hashlib
 
 import numpy as np
 
+from ._sources import QUANTITY, Layout, StoredStreams, out_of_range
 from .contracts import stream_sizes
-from .sources import QUANTITY, Layout, StoredStreams, out_of_range
 
 # --- one stream, with its checks ------------------------------------------------
 

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 
 from ._base import BaseIMNN, aggregation, keep_within
+from ._sources import Layout, SimulatorSource
 from .contracts import Array, ThroughSimulator
-from .sources import Layout, SimulatorSource
 
 if TYPE_CHECKING:
     import optax

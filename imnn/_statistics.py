@@ -10,6 +10,7 @@ from typing import Any, Callable, Self
 import numpy as np
 from jax import tree_util
 
+from ._sources import SimulatorSource, as_raw_key, check_array
 from .contracts import (
     Array,
     Exact,
@@ -21,7 +22,6 @@ from .contracts import (
     Summaries,
     Weights,
 )
-from .sources import SimulatorSource, as_raw_key, check_array
 
 
 class SeedStatistics:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # imnn.fitting imports this module
-    from .fitting import Problem, Runner
+if TYPE_CHECKING:  # imnn._fitting imports this module
+    from ._fitting import Problem, Runner
 
 from ._types import Array, Weights  # jax.Array | np.ndarray; a pytree of arrays
 
@@ -605,12 +605,12 @@ class Runtime(Backend, Protocol):
         where the iterations loop, how many one call may run) closed over.
 
         Args:
-            problem: an ``imnn.fitting.Problem``.
+            problem: an ``imnn._fitting.Problem``.
 
         Returns:
-            An ``imnn.fitting.Runner``: ``run(carry, data, settings, start, n_steps) ->
+            An ``imnn._fitting.Runner``: ``run(carry, data, settings, start, n_steps) ->
             (carry, records stacked as NumPy arrays or None, iterations run)``, with
-            ``settings`` an ``imnn.fitting.FitSettings`` (λ, α, min_iterations,
+            ``settings`` an ``imnn._fitting.FitSettings`` (λ, α, min_iterations,
             patience, max_iterations), and ``n_steps`` at most the runner's ``chunk``.
         """
         ...

@@ -26,8 +26,8 @@ import numpy as np
 from ._base import BaseIMNN, aggregation, finite_difference
 from ._iterator_runtime import IteratorExecutor, IteratorRuntime
 from ._iterator_streams import IteratorSource, IteratorStream
+from ._sources import Layout
 from .contracts import Array, Exact
-from .sources import Layout
 
 if TYPE_CHECKING:
     import optax

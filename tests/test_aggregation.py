@@ -74,7 +74,7 @@ def full_batch_gradient(model, kind):
                 dx = jax.vmap(lambda d, t: jax.vmap(lambda tt: f(d, tt)[1], in_axes=-1,
                                                      out_axes=-1)(t))(fid[:N_D], der)
             else:
-                keys = imnn.sources.simulation_keys(jnp.asarray(jax.random.PRNGKey(5)), 0, N_S)
+                keys = imnn._sources.simulation_keys(jnp.asarray(jax.random.PRNGKey(5)), 0, N_S)
                 def g(k, t):
                     return apply(w, simulator(k, t))
 
@@ -209,7 +209,7 @@ def aggregated_simulator(devices, n_per_device, memory_budget):
 def kept_after_tracing(model):
     """Trace (not compile or run) one gradient of the model; what each stream kept."""
     data = model.source.data(model.runtime, jax.random.PRNGKey(5))
-    jax.eval_shape(lambda w: imnn.fitting.loss_and_gradient(
+    jax.eval_shape(lambda w: imnn._fitting.loss_and_gradient(
         model.executor, w, model.source.training_streams(data, 0), model.source.sizes, 10.0,
         imnn.get_α(10.0, 0.1)), model.w)
     return model.executor.kept

@@ -15,7 +15,7 @@ PACKAGE = os.path.dirname(os.path.abspath(imnn.__file__)) + os.sep
 # The modules whose public functions, classes and methods must be fully annotated. A module
 # with __all__ is checked on those names, otherwise on its public functions and classes.
 MODULES = ("imnn.lfi", "imnn.simulators", "imnn.utils", "imnn.plotting", "imnn.optimisers",
-           "imnn.factory", "imnn._models", "imnn._checks", "imnn._compilation",
+           "imnn._factory", "imnn._models", "imnn._checks", "imnn._compilation",
            "imnn.contracts")
 
 # Methods a class inherits from object or typing, and those it must annotate when it
@@ -101,7 +101,7 @@ def test_the_surface_is_found():
     # Guards against a collector that silently finds nothing.
     assert len(PUBLIC) > 60
     for name in ("imnn.lfi._abc.ApproximateBayesianComputation.__call__",
-                 "imnn.lfi._priors.Uniform.sample", "imnn.factory.IMNN",
+                 "imnn.lfi._priors.Uniform.sample", "imnn._factory.IMNN",
                  "imnn.simulators.GaussianRandomField.fisher", "imnn.contracts.Runtime.executor",
                  "imnn.optimisers.FitRecipe.model"):
         assert name in PUBLIC

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import imnn
-import imnn.fitting
+import imnn._fitting
 from imnn._compilation import CPU_OPTIONS, compiler_options
 
 from conftest import INPUT_SHAPE, exact_data, mlp, simulator, θ_FID
@@ -21,13 +21,13 @@ class Compilations:
     def __init__(self, monkeypatch):
         self.programs, self.steps = [], 0
         jax.monitoring.register_event_duration_secs_listener(self._listen)
-        step = imnn.fitting.fit_step
+        step = imnn._fitting.fit_step
 
         def counted(*args, **kwargs):
             self.steps += 1
             return step(*args, **kwargs)
 
-        monkeypatch.setattr(imnn.fitting, "fit_step", counted)
+        monkeypatch.setattr(imnn._fitting, "fit_step", counted)
 
     def _listen(self, event, duration, **kwargs):
         if event == COMPILE_EVENT:
@@ -90,10 +90,10 @@ def test_cpu_compiler_options_are_in_effect():
     assert compiler_options("gpu") is None
     model = _gradient_imnn(n=20)
     runner = model.runtime.make_runner(model.problem)
-    carry = imnn.fitting.Carry(model.final_w, model.state, imnn.fitting.Stopping(
+    carry = imnn._fitting.Carry(model.final_w, model.state, imnn._fitting.Stopping(
         model.runtime.replicate(np.float32(-np.inf)), model.best_w,
         model.runtime.replicate(np.int32(0))))
-    settings = imnn.fitting.FitSettings(10.0, 1.0, 0, 10, 10)
+    settings = imnn._fitting.FitSettings(10.0, 1.0, 0, 10, 10)
     lowered = runner.compiled.lower(carry, model._data(None), settings, 0, 5)
     assert dict(lowered._lowering._compiler_options_kvs) == CPU_OPTIONS
     other = model.runtime.compile(lambda x: x).lower(1.0)

@@ -8,9 +8,9 @@ import optax
 import pytest
 
 import imnn
+from imnn._fitting import Carry, FitSettings, Runner, Stopping, get_α
+from imnn._runtime import make_backend
 from imnn.contracts import Exact, Executor, Runtime, Source
-from imnn.fitting import Carry, FitSettings, Runner, Stopping, get_α
-from imnn.runtime import make_backend
 
 from conftest import mlp
 

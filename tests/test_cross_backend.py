@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import imnn
-import imnn.runtime
+import imnn._runtime
 from imnn.simulators import GaussianRandomField
 from imnn.utils import value_and_jacfwd
 
@@ -116,7 +116,7 @@ def test_cotangents_agree(x64):
     dx = rng.normal(size=(15, 3, 2))
     cotangents = {}
     for backend in BACKENDS:
-        runtime = imnn.runtime.make_backend(backend)
+        runtime = imnn._runtime.make_backend(backend)
         parts, ct = runtime.loss_and_cotangents(runtime.asarray(x), runtime.asarray(dx), 10.0,
                                                 imnn.get_α(10.0, 0.1))
         cotangents[backend] = (flat(ct), float(parts.Λ))

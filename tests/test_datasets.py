@@ -786,7 +786,7 @@ def summaries(model, which):
     data = model._data(None)
     streams = (model.source.training_streams(data, 0) if which == "train"
                else model.source.validation_streams(data))
-    return imnn.fitting.summaries_of(model.executor, model.w, streams, model.source.sizes)
+    return imnn._fitting.summaries_of(model.executor, model.w, streams, model.source.sizes)
 
 
 def assert_same_summaries(got, expected, rtol=1e-5):

@@ -177,7 +177,7 @@ def nan_simulator(key, θ):
 
 
 def test_nan_simulations_later_in_the_fit_follow_on_nan():
-    from imnn.sources import simulation_keys
+    from imnn._sources import simulation_keys
     n_s = 20
 
     @jax.jit

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 import imnn
-from imnn.fitting import Stopping, keep_going, update_stopping
+from imnn._fitting import Stopping, keep_going, update_stopping
 
 from conftest import INPUT_SHAPE, exact_data, mlp, simulator, θ_FID
 

@@ -16,7 +16,7 @@ import pytest
 from jax.example_libraries import stax
 
 import imnn
-from imnn.sources import simulation_keys
+from imnn._sources import simulation_keys
 
 from conftest import INPUT_SHAPE, simulator, δθ, θ_FID
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from imnn._fitting import Problem, Runner
 from imnn.contracts import Array, Kind, Network
-from imnn.fitting import Problem, Runner
 
 from . import statistics, summaries
 from .execution import CHUNK, JaxExecutor, jit, make_runner, shard_batches

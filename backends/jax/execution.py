@@ -25,8 +25,8 @@ from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imnn._compilation import compiler_options
+from imnn._fitting import Carry, FitSettings, Problem, Runner, build_step, keep_going, run_loop
 from imnn.contracts import Array, Exact, Kind, Network, Summaries, Weights
-from imnn.fitting import Carry, FitSettings, Problem, Runner, build_step, keep_going, run_loop
 
 from . import summaries as S
 
@@ -279,11 +279,11 @@ CHUNK = 128  # iterations per run: between progress updates and callbacks
 
 
 def make_runner(problem: Problem, loop: str | None = None, chunk: int = CHUNK) -> Runner:
-    """The compiled loop of iterations of ``problem`` (``imnn.fitting.Runner``).
+    """The compiled loop of iterations of ``problem`` (``imnn._fitting.Runner``).
 
     ``Runner.run(carry, data, settings, start, n_steps) -> (carry, records with a
     leading axis of the iterations run as NumPy arrays, iterations run)``, n_steps ≤
-    ``chunk``. The settings (``imnn.fitting.FitSettings``), ``start`` and ``n_steps`` are
+    ``chunk``. The settings (``imnn._fitting.FitSettings``), ``start`` and ``n_steps`` are
     traced, so the loop compiles once whatever the progress-bar rate, iteration budget,
     λ, ε or patience: one XLA program for every later fit of the same object
     (``Runner.programs()``).
@@ -299,7 +299,7 @@ def make_runner(problem: Problem, loop: str | None = None, chunk: int = CHUNK) -
               device-to-host wait, which on a GPU is most of a small problem's step
               (bench/bench_fit_step.py).
             - "host": one compiled call per iteration and a read of its keep-going flag
-              (``imnn.fitting.run_loop``). XLA's CPU compiler rewrites convolutions into
+              (``imnn._fitting.run_loop``). XLA's CPU compiler rewrites convolutions into
               their fast forms only outside loop bodies (jax-ml/jax#12868): inside one
               the weight gradient of a convolutional network ran 7-16× slower.
             - None (default): "host" for a network with convolutions on a CPU, else

@@ -237,7 +237,7 @@ def summary_shape(model, input_shape: tuple, backend: str) -> tuple:
     import imnn
     if imnn.nn.is_model(model):
         return imnn.nn.output_shape(model, input_shape)
-    from imnn.runtime import make_backend
+    from imnn._runtime import make_backend
     return tuple(make_backend(backend).network(model, tuple(input_shape)).output_shape)
 
 

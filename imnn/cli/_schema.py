@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple
 
-from imnn.runtime import BACKENDS  # the one registry of backend names
+from imnn._runtime import BACKENDS  # the one registry of backend names
 
 
 def _is_int(v) -> bool:

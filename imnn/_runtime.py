@@ -2,7 +2,7 @@
 
 The JAX backend compiles the fit itself. The reference backends only fulfil
 the contracts; ``ReferenceRuntime`` runs them with Python loops in float64,
-through the same ``imnn.fitting.fit_step``.
+through the same ``imnn._fitting.fit_step``.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from jax import tree_util
 
+from ._fitting import FitSettings, LoopExecutor, Problem, Runner, build_step, run_loop
 from .contracts import Array, Backend, Kind, Network, Runtime
-from .fitting import FitSettings, LoopExecutor, Problem, Runner, build_step, run_loop
 
 BACKENDS = ("jax", "numpy", "numba")
 
