@@ -227,8 +227,7 @@ def aggregation(host: jax.Device, devices: Sequence[jax.Device], n_per_device: i
 def keep_within(imnn: BaseIMNN, memory_budget: int | None) -> int | None:
     """Hand the aggregated gradient its memory budget (bytes per device that pass 1
     may keep for pass 2; None: the backend's default). Reference backends keep nothing."""
-    keep_within = getattr(imnn.executor, "keep_within", None)
-    return memory_budget if keep_within is None else keep_within(memory_budget, imnn.source.sizes)
+    return imnn.executor.keep_within(memory_budget, imnn.source.sizes)
 
 
 def finite_difference(δθ: Array, n_params: int) -> FiniteDifference:

@@ -120,7 +120,7 @@ class Estimates:
         """
         if self.F is None:
             raise RuntimeError("no Fisher statistics yet: call fit or set_F_statistics first")
-        if self.backend != "jax":
+        if not self.runtime.traces:
             raise ValueError("compressor() builds a JAX function and needs backend='jax'; "
                              "use get_estimate on a reference backend")
         import jax.numpy as jnp

@@ -171,7 +171,7 @@ class FitLoop:
         # Replicated like the weights, as every step hands them back (no retrace).
         carry = Carry(self.final_w, self.state, Stopping(
             self.runtime.replicate(np.float64(self._max_logdetF)), self.best_w,
-            self.runtime.replicate(counter) if self.backend == "jax" else counter))
+            self.runtime.replicate(counter) if self.runtime.traces else counter))
         chunk = min(print_rate or 100, self._runner.chunk)
         patience, max_iterations = settings.patience, settings.max_iterations
         from tqdm.auto import tqdm

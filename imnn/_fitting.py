@@ -228,16 +228,13 @@ def weight_gradient(executor: Executor, w: Weights, streams: Streams, sizes: dic
                     cotangents: dict[str, Summaries]) -> Weights:
     """Pass 2 only: Σ over streams and batches of the VJP of ``w ↦ stream
     summaries`` with that stream's cotangents (``cotangents[name]``, shaped like
-    the stream's summaries). An executor with a ``pullback(w, inputs,
-    with_derivative)`` method skips pass 1; otherwise pass 1's outputs are
-    computed and dropped (a compiler removes them)."""
+    the stream's summaries), through the executor's ``pullback``: an executor
+    that can skip pass 1 does; otherwise pass 1's outputs are computed and
+    dropped (a compiler removes them)."""
     gradients = []
     for name, (inputs, with_derivative) in streams.items():
         if sizes[name]:
-            pullback = getattr(executor, "pullback", None)
-            pullback = (pullback(w, inputs, with_derivative) if pullback is not None else
-                        executor.summaries_and_pullback(w, inputs, with_derivative)[1])
-            gradients.append(pullback(cotangents[name]))
+            gradients.append(executor.pullback(w, inputs, with_derivative)(cotangents[name]))
     return tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *gradients)
 
 
@@ -322,6 +319,11 @@ class LoopExecutor:
             return total
 
         return pullback
+
+    def keep_within(self, memory_budget: int | None, sizes: dict[str, int]) -> int | None:
+        """Nothing is kept between the passes (pass 2 recomputes every batch):
+        ``memory_budget`` comes back unchanged."""
+        return memory_budget
 
 
 def fit_step_and_keep_going(problem: Problem, carry: Carry, i: Array, data: dict,

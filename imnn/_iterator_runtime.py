@@ -37,8 +37,8 @@ class IteratorExecutor:
         self.network, self.kind = network, kind
         self.backend = _CompiledSteps(runtime, kind)
         compile = runtime.compile
-        self._jax = runtime.name == "jax"
-        mesh = getattr(runtime, "mesh", None)
+        self._jax = runtime.traces
+        mesh = runtime.mesh
         if mesh is not None:
             self._devices = list(mesh.devices.flat)
             self._sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
@@ -81,6 +81,11 @@ class IteratorExecutor:
             return total
 
         return pullback
+
+    def keep_within(self, memory_budget, sizes):
+        """Nothing is kept between the passes (pass 2 reads the iterators again):
+        ``memory_budget`` comes back unchanged."""
+        return memory_budget
 
     def _pass_one(self, w, stream, with_derivative) -> Summaries:
         outputs = [self._summaries[with_derivative](w, self._place(batch))
@@ -171,6 +176,7 @@ class IteratorRuntime:
     def __init__(self, runtime):
         self.runtime = runtime
         self.chunk, self.where = runtime.chunk, runtime.where
+        self.mesh, self.traces = runtime.mesh, runtime.traces
         self.asarray, self.place, self.replicate = runtime.asarray, runtime.place, runtime.replicate
         self.network = runtime.network
         self.batch_summaries = runtime.batch_summaries

@@ -49,6 +49,8 @@ class ReferenceRuntime:
 
     chunk = 100  # iterations between progress updates and callbacks
     dtype = np.float64
+    mesh = None  # runs on the host
+    traces = False  # NumPy arrays; simulators and networks are called as they are
     where = staticmethod(np.where)
 
     def __init__(self, backend: Backend):

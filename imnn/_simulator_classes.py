@@ -21,17 +21,18 @@ Simulator = Callable[[Array, Array], Any]
 
 
 def simulator_kind(simulator: Simulator, θ_fid: np.ndarray, input_shape: tuple[int, ...],
-                   backend: str) -> ThroughSimulator:
+                   traces: bool) -> ThroughSimulator:
     """The derivative kind of a simulator class, after checking ``simulator``: callable,
-    returning floating-point simulations of shape ``input_shape`` (on the jax backend
-    one simulation, elsewhere optionally the pair (d, ∂d/∂θ)). TypeError or ValueError
-    naming ``simulator`` otherwise."""
+    returning floating-point simulations of shape ``input_shape`` (on a runtime that
+    ``traces`` (the jax backend) one simulation, evaluated abstractly; elsewhere
+    optionally the pair (d, ∂d/∂θ)). TypeError or ValueError naming ``simulator``
+    otherwise."""
     if not callable(simulator):
         raise TypeError(f"simulator must be a function simulator(key, θ), got {type(simulator).__name__}")
-    out = simulator(jax.random.PRNGKey(0), θ_fid) if backend != "jax" else jax.eval_shape(
+    out = simulator(jax.random.PRNGKey(0), θ_fid) if not traces else jax.eval_shape(
         simulator, jax.random.PRNGKey(0), θ_fid)
     returns_derivative = isinstance(out, tuple)
-    if returns_derivative and backend == "jax":
+    if returns_derivative and traces:
         raise TypeError("on the jax backend simulator(key, θ) must return one simulation "
                         "(derivatives come from forward-mode autodiff)")
     dtype = getattr(out[0] if returns_derivative else out, "dtype", None)
@@ -107,7 +108,7 @@ class SimulatorIMNN(BaseIMNN):
                  backend: str = "jax") -> None:
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend)
-        kind = simulator_kind(simulator, self.θ_fid, self.input_shape, self.backend)
+        kind = simulator_kind(simulator, self.θ_fid, self.input_shape, self.runtime.traces)
         self.simulator = simulator
         self._attach(SimulatorSource(kind, self.n_s, self.n_d, self.n_params, Layout(),
                                      self.runtime), kind)
@@ -185,7 +186,7 @@ class AggregatedSimulatorIMNN(BaseIMNN):
         super().__init__(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model,
                          optimiser, key_or_state, backend, devices)
         self.host, self.devices, self.n_per_device = host, devices, layout.n_per_device
-        kind = simulator_kind(simulator, self.θ_fid, self.input_shape, self.backend)
+        kind = simulator_kind(simulator, self.θ_fid, self.input_shape, self.runtime.traces)
         self.simulator = simulator
         self._attach(SimulatorSource(kind, self.n_s, self.n_d, self.n_params, layout,
                                      self.runtime), kind)

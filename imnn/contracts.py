@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, runtime_checkable
 
+from jax.sharding import Mesh
+
 if TYPE_CHECKING:  # imnn._fitting imports this module
     from ._fitting import Problem, Runner
 
@@ -506,6 +508,39 @@ class Executor(Protocol):
         """
         ...
 
+    def pullback(self, w: Weights, inputs: Any, with_derivative: bool
+                 ) -> Callable[[Summaries], Weights]:
+        """Pass 2 alone: the function taking a stream's summary cotangents to the
+        weight gradient, as ``summaries_and_pullback(w, inputs, with_derivative)[1]``.
+        An executor that can skip pass 1 here does; otherwise it runs pass 1 and
+        drops its summaries (a compiler removes them).
+
+        Args:
+            w: the network weights.
+            inputs: the stream, as for ``summaries``.
+            with_derivative: whether the stream carries θ-derivatives.
+
+        Returns:
+            ``pullback(cotangents)``: cotangents shaped like the summaries ((n, s)
+            and (n, s, p)) to Σ dΛ/dw, a pytree shaped like ``w``.
+        """
+        ...
+
+    def keep_within(self, memory_budget: int | None, sizes: dict[str, int]) -> int | None:
+        """Let pass 1 keep work for pass 2 within ``memory_budget`` bytes per
+        device, for training streams of these sizes. An executor that keeps
+        nothing between the passes ignores it.
+
+        Args:
+            memory_budget: bytes per device, or None for the executor's default.
+            sizes: {stream name: number of simulations}.
+
+        Returns:
+            The budget in bytes the executor works within (``memory_budget``
+            unchanged where the executor does not plan).
+        """
+        ...
+
 
 @runtime_checkable
 class Source(Protocol):
@@ -565,9 +600,21 @@ class Runtime(Backend, Protocol):
     arrays, building executors and the compiled fit loop.
 
     ``chunk``: the most iterations one call of its runner runs (between progress
-    updates and callbacks)."""
+    updates and callbacks).
+
+    ``mesh``: the device mesh simulations are sharded over (one axis, along the
+    batch), or None where the runtime runs on one device or on the host.
+
+    ``traces``: whether the runtime's arrays are JAX arrays and its functions are
+    traced by JAX. Then a simulator is checked by abstract evaluation
+    (``jax.eval_shape``) and must return one simulation (its θ-derivatives come
+    from forward-mode autodiff), every value of the fit's carry is replicated on
+    the devices like the weights, and the network's ``apply`` is a JAX function
+    a compressor can close over. False for the NumPy/Numba reference runtimes."""
 
     chunk: int
+    mesh: Mesh | None
+    traces: bool
 
     @property
     def dtype(self) -> Any:

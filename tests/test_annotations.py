@@ -81,7 +81,9 @@ def type_checking_names() -> dict:
     import optax
 
     from imnn._base import BaseIMNN
-    return {"Figure": matplotlib.figure.Figure, "optax": optax, "BaseIMNN": BaseIMNN}
+    from imnn._fitting import Problem, Runner
+    return {"Figure": matplotlib.figure.Figure, "optax": optax, "BaseIMNN": BaseIMNN,
+            "Problem": Problem, "Runner": Runner}
 
 
 def public_functions() -> dict:

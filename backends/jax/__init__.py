@@ -23,6 +23,7 @@ class JaxBackend:
 
     name = "jax"
     chunk = CHUNK
+    traces = True  # simulators and networks are traced by JAX
     loss = staticmethod(statistics.loss)
     loss_and_cotangents = staticmethod(statistics.loss_and_cotangents)
     batch_summaries = staticmethod(summaries.batch_summaries)
@@ -32,7 +33,8 @@ class JaxBackend:
     where = staticmethod(jnp.where)
 
     def __init__(self, devices: Sequence | None = None):
-        self.mesh = None if devices is None else Mesh(np.asarray(devices), ("sims",))
+        self.mesh: Mesh | None = (None if devices is None
+                                  else Mesh(np.asarray(devices), ("sims",)))
         self._fisher_statistics = None
 
     @property

@@ -154,6 +154,12 @@ class JaxExecutor:
         out, pullback = jax.vjp(pass_one, w)
         return out, lambda cotangents: pullback(cotangents)[0]
 
+    def pullback(self, w: Weights, inputs: Any, with_derivative: bool
+                 ) -> Callable[[Summaries], Weights]:
+        """Pass 2 of a stream as a function of its cotangents: pass 1 is traced
+        with it and its summaries dropped (the compiler removes them)."""
+        return self.summaries_and_pullback(w, inputs, with_derivative)[1]
+
     def _map_sharded(self, f, inputs):
         """[f(batch) for batch in inputs] on the devices holding them; (n_batches, batch, ...)."""
         def local(_, inputs):
