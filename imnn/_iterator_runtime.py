@@ -16,6 +16,8 @@ assembly and the optimiser update are compiled once.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,16 +26,26 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from ._iterator_streams import IteratorStream
 from ._runtime import python_runner
-from .contracts import Optimiser, Summaries
+from ._types import Weights
+from .contracts import Kind, Network, Optimiser, Runtime, Summaries
+
+if TYPE_CHECKING:  # imnn._fitting imports imnn.contracts
+    from ._fitting import Problem, Runner
 
 # --- running passes over the iterators ----------------------------------------------
 
 class IteratorExecutor:
     """Pass 1 and pass 2 of streams read from iterators, one global batch at a
     time (see the module docstring). ``backend`` serves ``imnn._fitting`` the
-    small per-iteration steps, compiled."""
+    small per-iteration steps, compiled.
 
-    def __init__(self, runtime, network, kind):
+    Args:
+        runtime: the backend runtime whose compiled per-batch passes run each batch.
+        network: the network.
+        kind: the derivative kind.
+    """
+
+    def __init__(self, runtime: Runtime, network: Network, kind: Kind) -> None:
         self.network, self.kind = network, kind
         self.backend = _CompiledSteps(runtime, kind)
         compile = runtime.compile
@@ -60,18 +72,52 @@ class IteratorExecutor:
         self._accumulate = {flag: accumulate(flag) for flag in (False, True)}
         self._compile, self._reorders = compile, {}
 
-    def summaries(self, w, stream: IteratorStream, with_derivative) -> Summaries:
+    def summaries(self, w: Weights, stream: IteratorStream, with_derivative: bool
+                  ) -> Summaries:
+        """Pass 1 of a stream, read until its first epoch is confirmed.
+
+        Args:
+            w: the network weights.
+            stream: the stream.
+            with_derivative: whether the stream carries θ-derivatives.
+
+        Returns:
+            Summaries ``x`` (n, s) and, with derivatives, ``dx_dθ`` (n, s, p), in
+            the data's order.
+        """
         outputs = self._pass_one(w, stream, with_derivative)
         stream.settle()
         return outputs
 
-    def summaries_and_pullback(self, w, stream: IteratorStream, with_derivative):
+    def summaries_and_pullback(self, w: Weights, stream: IteratorStream, with_derivative: bool
+                               ) -> tuple[Summaries, Callable[[Summaries], Weights]]:
+        """Pass 1 of a stream, and pass 2 as a function of its cotangents.
+
+        Args:
+            w: the network weights.
+            stream: the stream.
+            with_derivative: whether the stream carries θ-derivatives.
+
+        Returns:
+            (summaries, pullback), as ``summaries`` and ``pullback`` give them.
+        """
         return (self._pass_one(w, stream, with_derivative),
                 self.pullback(w, stream, with_derivative))
 
-    def pullback(self, w, stream: IteratorStream, with_derivative):
-        """Pass 2 of a stream: cotangents (n, …) in the data's order -> Σ over the
-        epoch's batches of their VJPs (reads one epoch when called)."""
+    def pullback(self, w: Weights, stream: IteratorStream, with_derivative: bool
+                 ) -> Callable[[Summaries], Weights]:
+        """Pass 2 of a stream (no pass 1 is run).
+
+        Args:
+            w: the network weights.
+            stream: the stream.
+            with_derivative: whether the stream carries θ-derivatives.
+
+        Returns:
+            ``pullback(cotangents)``: cotangents (n, …) in the data's order -> Σ over
+            the epoch's batches of their VJPs, a pytree like ``w`` (reads one epoch
+            when called).
+        """
         def pullback(cotangents: Summaries):
             total, per_batch = self._batch_order(stream.n_devices, stream.n_batches)(
                 w, cotangents)
@@ -82,9 +128,16 @@ class IteratorExecutor:
 
         return pullback
 
-    def keep_within(self, memory_budget, sizes):
-        """Nothing is kept between the passes (pass 2 reads the iterators again):
-        ``memory_budget`` comes back unchanged."""
+    def keep_within(self, memory_budget: int | None, sizes: dict[str, int]) -> int | None:
+        """Nothing is kept between the passes (pass 2 reads the iterators again).
+
+        Args:
+            memory_budget: bytes per device, or None.
+            sizes: {stream name: simulations} (unused).
+
+        Returns:
+            ``memory_budget`` unchanged.
+        """
         return memory_budget
 
     def _pass_one(self, w, stream, with_derivative) -> Summaries:
@@ -171,9 +224,13 @@ class IteratorRuntime:
     the host, so the fit loop runs in Python (``imnn._fitting.run_loop``) and the
     whole-pass compilation ``BaseIMNN`` asks for is declined; the executor compiles
     the per-batch passes and the small steps instead. Everything else is the
-    wrapped runtime's."""
+    wrapped runtime's.
 
-    def __init__(self, runtime):
+    Args:
+        runtime: the backend runtime to adapt.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.chunk, self.where = runtime.chunk, runtime.where
         self.mesh, self.traces = runtime.mesh, runtime.traces
@@ -189,19 +246,46 @@ class IteratorRuntime:
 
     @property
     def name(self) -> str:
+        """The wrapped runtime's name ("jax", "numpy" or "numba")."""
         return self.runtime.name
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:
+        """The wrapped runtime's working precision."""
         return self.runtime.dtype
 
-    def executor(self, network, kind):
+    def executor(self, network: Network, kind: Kind) -> IteratorExecutor:
+        """The executor reading streams from iterators.
+
+        Args:
+            network: the network.
+            kind: the derivative kind.
+
+        Returns:
+            An ``IteratorExecutor`` on the wrapped runtime.
+        """
         return IteratorExecutor(self.runtime, network, kind)
 
-    def compile(self, function):
+    def compile(self, function: Callable) -> Callable:
+        """Declined: ``function`` unchanged (the fit loop runs in Python).
+
+        Args:
+            function: the function a class asks to compile.
+
+        Returns:
+            ``function``.
+        """
         return function
 
-    def make_runner(self, problem):
+    def make_runner(self, problem: Problem) -> Runner:
+        """The fit loop in Python, with the optimiser update and ``where`` compiled.
+
+        Args:
+            problem: an ``imnn._fitting.Problem``.
+
+        Returns:
+            An ``imnn._fitting.Runner`` (``python_runner``).
+        """
         compile, optimiser = self.runtime.compile, problem.optimiser
         return python_runner(problem._replace(
             optimiser=Optimiser(optimiser.init, compile(optimiser.update)),

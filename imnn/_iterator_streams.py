@@ -38,29 +38,36 @@ TensorFlow is never imported here: any iterator of numpy-convertible arrays work
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from ._sources import QUANTITY, Layout, StoredStreams, out_of_range
-from .contracts import stream_sizes
+from ._types import Key, Shape
+from .contracts import Kind, Runtime, stream_sizes
 
 # --- one stream, with its checks ------------------------------------------------
 
 class IteratorStream:
     """One stream read from per-device iterators, checked as it is read.
 
-    argument: the constructor argument it came from (named in every error)
-    iterators: one per device
-    n_batches: batches per device per epoch
-    shapes: the shape of each component of a batch, one for simulations, two for
-        (simulations, ∂d/∂θ) pairs
-    seen: first-epoch fingerprints of the streams of one data set, shared between
-        them so that no batch may equal another one anywhere in the data set
-    dtype: the working precision, whose range the first epoch's values must fit
+    Args:
+        argument: the constructor argument it came from (named in every error).
+        iterators: one iterator per device, each yielding batches of
+            ``(n_per_device,) + input_shape`` (and ``+ (p,)`` for derivatives).
+        n_batches: batches per device per epoch.
+        shapes: the shape of each component of a batch, one for simulations, two for
+            (simulations, ∂d/∂θ) pairs.
+        seen: first-epoch fingerprints of the streams of one data set, shared between
+            them so that no batch may equal another one anywhere in the data set.
+        dtype: the working precision, whose range the first epoch's values must fit
+            (default float32).
     """
 
-    def __init__(self, argument: str, iterators: list, n_batches: int, shapes: tuple,
-                 seen: dict, dtype=np.float32):
+    def __init__(self, argument: str, iterators: list[Iterator[Any]], n_batches: int,
+                 shapes: tuple[Shape, ...], seen: dict[tuple[int, bytes], tuple[str, int, int]],
+                 dtype: np.dtype | type = np.float32) -> None:
         self.argument, self.iterators, self.n_batches = argument, iterators, n_batches
         self.shapes, self.seen, self.dtype = shapes, seen, np.dtype(dtype)
         self.n_devices = len(iterators)
@@ -69,17 +76,30 @@ class IteratorStream:
         self.first_epoch = {}                # (device, batch) -> fingerprints, until confirmed
         self.error = None
 
-    def epoch(self):
-        """Yield one epoch: ``n_batches`` lists of per-device batches."""
+    def epoch(self) -> Iterator[list[Any]]:
+        """Read one epoch, finishing first any epoch an earlier pass abandoned.
+
+        Returns:
+            An iterator over ``n_batches`` lists of per-device batches (one checked
+            batch, or a tuple of its components, per device).
+
+        Raises:
+            ValueError, TypeError: a batch of the wrong shape, type or range, an
+                epoch that differs from the first, or an iterator that ran out.
+        """
         for j in range(self.n_devices):      # finish any abandoned pass first
             while self.read[j] % self.n_batches:
                 self._next(j)
         for _ in range(self.n_batches):
             yield [self._next(j) for j in range(self.n_devices)]
 
-    def settle(self):
+    def settle(self) -> None:
         """Read until the second epoch has confirmed the first (validation streams
-        are otherwise read once per iteration)."""
+        are otherwise read once per iteration).
+
+        Raises:
+            ValueError, TypeError: as ``epoch``.
+        """
         while min(self.read) < 2 * self.n_batches:
             for _ in self.epoch():
                 pass
@@ -215,13 +235,28 @@ def _describe(value) -> str:
 class IteratorSource(StoredStreams):
     """Streams read from per-device iterators (the Dataset classes).
 
-    train / validation: {stream name: list of iterators (or None)}; the
-    validation lists are prefixed ``validation_`` in errors. Streams of no
-    simulations (``remaining`` when n_s == n_d) are never read.
+    Streams of no simulations (``remaining`` when n_s == n_d) are never read.
+
+    Args:
+        kind: the derivative kind (``Exact`` or ``FiniteDifference``).
+        n_s: simulations for the covariance.
+        n_d: simulations (or seeds) for the mean's derivative.
+        n_params: number of parameters p.
+        input_shape: the shape of one simulation.
+        layout: how simulations are spread over devices and batches.
+        train: {stream name: list of iterators, one per device (or None)}.
+        validation: as ``train``, for the validation set; its arguments are
+            prefixed ``validation_`` in errors.
+        dtype: the working precision (default float32).
+
+    Raises:
+        TypeError, ValueError: a missing or wrong iterator list, or one iterator
+            object used for two streams or devices.
     """
 
-    def __init__(self, kind, n_s, n_d, n_params, input_shape, layout: Layout,
-                 train: dict, validation: dict, dtype=np.float32):
+    def __init__(self, kind: Kind, n_s: int, n_d: int, n_params: int, input_shape: Shape,
+                 layout: Layout, train: dict[str, Any], validation: dict[str, Any],
+                 dtype: np.dtype | type = np.float32) -> None:
         self.kind, self.sizes = kind, stream_sizes(kind, n_s, n_d, n_params)
         simulation = (layout.n_per_device,) + tuple(input_shape)
         shapes = {name: (simulation, simulation + (n_params,)) if name in kind.derivative_streams
@@ -252,7 +287,16 @@ class IteratorSource(StoredStreams):
                 self.streams[key][name] = IteratorStream(argument, iterators, n_batches,
                                                          shapes[name], seen, dtype)
 
-    def data(self, runtime, rng=None):
+    def data(self, runtime: Runtime, rng: Key | None = None) -> dict[str, dict[str, IteratorStream]]:
+        """The streams, read on the host (neither placed nor random).
+
+        Args:
+            runtime: unused (iterators are read as each pass runs).
+            rng: unused.
+
+        Returns:
+            ``{"train": {stream name: IteratorStream}, "validation": {...}}``.
+        """
         return self.streams
 
 

@@ -47,8 +47,14 @@ class Saved(NamedTuple):
         return self.manifest["model_kind"]
 
     def weight_leaves(self, name: str) -> list[np.ndarray]:
-        """The leaves of weights ``name`` ("w", "best_w" or "final_w"), in the
-        order of ``manifest["weight_paths"]``."""
+        """The leaves of one set of stored weights.
+
+        Args:
+            name: which weights: "w", "best_w" or "final_w".
+
+        Returns:
+            Their leaves, in the order of ``manifest["weight_paths"]``.
+        """
         stored = self.manifest["weights"][name]
         return [self.arrays[f"{stored}/{k}"] for k in range(len(self.manifest["weight_paths"]))]
 

@@ -4,13 +4,14 @@ Dataset classes, iterators). A source lays its streams out in batches of
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .contracts import Array, Exact, FiniteDifference, ThroughSimulator, stream_sizes
+from ._types import Key
+from .contracts import Array, Exact, FiniteDifference, Streams, ThroughSimulator, stream_sizes
 
 
 class Layout(NamedTuple):
@@ -113,13 +114,41 @@ class StoredStreams:
     each paired with whether it carries θ-derivatives. Subclasses set ``kind``
     and ``validate``."""
 
-    def training_streams(self, data, i):
+    def training_streams(self, data: dict[str, Any], i: Array) -> Streams:
+        """The training streams of iteration ``i`` (the same every iteration).
+
+        Args:
+            data: ``{"train": streams, "validation": streams}``, as ``data`` gives.
+            i: the iteration (unused: stored simulations do not change).
+
+        Returns:
+            {stream name: (inputs, whether it carries θ-derivatives)}.
+        """
         return self._with_flags(data["train"])
 
-    def validation_streams(self, data):
+    def validation_streams(self, data: dict[str, Any]) -> Streams:
+        """The validation streams.
+
+        Args:
+            data: as for ``training_streams``.
+
+        Returns:
+            {stream name: (inputs, whether it carries θ-derivatives)}.
+        """
         return self._with_flags(data["validation"])
 
-    def statistics_streams(self, data, key=None, validate=False):
+    def statistics_streams(self, data: dict[str, Any], key: Key | None = None,
+                           validate: bool = False) -> Streams:
+        """The streams the Fisher statistics are measured on.
+
+        Args:
+            data: as for ``training_streams``.
+            key: unused (stored simulations need no key).
+            validate: the validation set if True, else the training set.
+
+        Returns:
+            {stream name: (inputs, whether it carries θ-derivatives)}.
+        """
         return self._with_flags(data["validation" if validate else "train"])
 
     def _with_flags(self, streams):

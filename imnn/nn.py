@@ -354,12 +354,26 @@ Sigmoid = Activation("sigmoid")
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Activation:
-    """The leaky ReLU activation, x if x > 0 else ``negative_slope``·x."""
+    """The leaky ReLU activation, x if x > 0 else ``negative_slope``·x.
+
+    Args:
+        negative_slope: the slope for x ≤ 0 (default 0.01).
+
+    Returns:
+        The ``Activation`` layer.
+    """
     return Activation("leaky_relu", float(negative_slope))
 
 
 def Elu(alpha: float = 1.0) -> Activation:
-    """The ELU activation, x if x > 0 else ``alpha``·(eˣ − 1)."""
+    """The ELU activation, x if x > 0 else ``alpha``·(eˣ − 1).
+
+    Args:
+        alpha: the scale α for x ≤ 0 (default 1.0).
+
+    Returns:
+        The ``Activation`` layer.
+    """
     return Activation("elu", float(alpha))
 
 
@@ -387,31 +401,72 @@ def serial(*layers: Layer | Serial) -> Serial:
 
 
 def is_layer(obj: Any) -> bool:
-    """Whether ``obj`` is an imnn.nn layer."""
+    """Whether ``obj`` is an imnn.nn layer.
+
+    Args:
+        obj: anything.
+
+    Returns:
+        True for an instance of ``Layer``.
+    """
     return isinstance(obj, Layer)
 
 
 def is_model(obj: Any) -> bool:
-    """Whether ``obj`` is an imnn.nn model: a ``Serial`` or one layer."""
+    """Whether ``obj`` is an imnn.nn model: a ``Serial`` or one layer.
+
+    Args:
+        obj: anything.
+
+    Returns:
+        True for a ``Serial`` model or a ``Layer``.
+    """
     return isinstance(obj, Serial) or is_layer(obj)
 
 
 def layers_of(model: Serial | Layer) -> tuple[Layer, ...]:
-    """The layers of an imnn.nn model, in order."""
+    """The layers of an imnn.nn model, in order.
+
+    Args:
+        model: a ``Serial`` model or one layer.
+
+    Returns:
+        Its layers, a tuple (one layer for a layer).
+    """
     return model.layers if isinstance(model, Serial) else (model,)
 
 
 def conv_output_length(n: int, k: int, stride: int, padding: str) -> int:
     """The output length of a convolution along one spatial axis of length ``n`` with a
-    kernel of length ``k``: (n − k) // stride + 1 for "VALID", ceil(n / stride) for "SAME"."""
+    kernel of length ``k``: (n − k) // stride + 1 for "VALID", ceil(n / stride) for "SAME".
+
+    Args:
+        n: the input length along the axis.
+        k: the kernel length along the axis.
+        stride: the stride along the axis.
+        padding: "VALID" or "SAME".
+
+    Returns:
+        The output length.
+    """
     if padding == "VALID":
         return (n - k) // stride + 1
     return -(-n // stride)
 
 
 def conv_padding(n: int, k: int, stride: int, padding: str) -> tuple[int, int]:
-    """(before, after) padding of one spatial axis: none for "VALID"; for "SAME" the total
-    max((out − 1)·stride + k − n, 0), of which floor(total / 2) before."""
+    """The padding of one spatial axis: none for "VALID"; for "SAME" the total
+    max((out − 1)·stride + k − n, 0), of which floor(total / 2) before.
+
+    Args:
+        n: the input length along the axis.
+        k: the kernel length along the axis.
+        stride: the stride along the axis.
+        padding: "VALID" or "SAME".
+
+    Returns:
+        (before, after), the padding on either side.
+    """
     if padding == "VALID":
         return (0, 0)
     out = conv_output_length(n, k, stride, padding)
@@ -421,6 +476,13 @@ def conv_padding(n: int, k: int, stride: int, padding: str) -> tuple[int, int]:
 
 def output_shape(model: Serial | Layer, input_shape: Shape) -> Shape:
     """The output shape of an imnn.nn model for one simulation of ``input_shape``.
+
+    Args:
+        model: a ``Serial`` model or one layer.
+        input_shape: the shape of one simulation, without a batch axis.
+
+    Returns:
+        The shape of the model's output for one simulation.
 
     Raises:
         ValueError: a layer cannot take the output of the layers before it.

@@ -40,6 +40,7 @@ from ._checks import is_int, quoted_bool, quoted_int
 
 Example = Any        # a serialised tf.train.Example: a scalar tf.string tensor or bytes
 Index = Any          # int (fiducial) or (seed, derivative, parameter) (numerical derivative)
+Tensor = Any         # a tf.Tensor (TensorFlow is imported on first use, not for annotations)
 
 
 def _tf():
@@ -73,7 +74,7 @@ class TFRecords:
     """
 
     def __init__(self, record_size: float = 150., padding: int = 5,
-                 input_shape: Sequence[int] | None = None):
+                 input_shape: Sequence[int] | None = None) -> None:
         if not isinstance(record_size, numbers.Real) or isinstance(record_size, (bool, np.bool_)):
             raise TypeError(f"`record_size` must be a number of MB, got {record_size!r}")
         if not np.isfinite(record_size) or record_size <= 0:
@@ -177,7 +178,13 @@ class TFRecords:
     def fiducial_serialiser(self, seed: int, counter: int, get_simulation: Callable) -> int:
         """Write the simulation at ``seed`` to the open file (number ``counter``).
 
-        Returns the next seed, ``seed + 1``.
+        Args:
+            seed: the seed to write, passed to ``get_simulation``.
+            counter: the number of the open file (for the progress bar).
+            get_simulation: ``get_simulation(seed)``, returning one simulation.
+
+        Returns:
+            The next seed, ``seed + 1``.
         """
         self._write(get_simulation(seed), counter, seed=seed)
         return seed + 1
@@ -189,7 +196,17 @@ class TFRecords:
         Starting from ``simulation = (seed, derivative, parameter)``, writes
         ``get_simulation(seed, derivative, parameter)`` in the record order
         (below/above, then parameter) until the seed is complete or file
-        ``counter`` is full, and returns the index of the next simulation to write.
+        ``counter`` is full.
+
+        Args:
+            simulation: ``(seed, derivative, parameter)`` of the first simulation to write.
+            counter: the number of the open file.
+            get_simulation: ``get_simulation(seed, derivative, parameter)``, returning
+                one simulation.
+            n_params: the number of parameters.
+
+        Returns:
+            ``(seed, derivative, parameter)`` of the next simulation to write.
         """
         seed, derivative, parameter = simulation
         position = derivative * n_params + parameter   # within the seed's (2, n_params) block
@@ -227,7 +244,16 @@ class TFRecords:
 
     def get_serialiser(self, fiducial: bool, get_simulation: Callable,
                        n_params: int | None) -> Callable[[Index, int], Index]:
-        """``serialise(index, counter) -> next index`` for the record kind."""
+        """The serialiser for the record kind.
+
+        Args:
+            fiducial: True for one simulation per seed, False for numerical derivatives.
+            get_simulation: the user's function returning one simulation.
+            n_params: the number of parameters (numerical derivatives), or None.
+
+        Returns:
+            ``serialise(index, counter) -> next index``.
+        """
         if fiducial:
             return lambda seed, counter: self.fiducial_serialiser(seed, counter, get_simulation)
         return lambda simulation, counter: self.derivative_serialiser(
@@ -235,7 +261,7 @@ class TFRecords:
 
     # ------------------------------------------------------------------ parsing
 
-    def parser(self, example: Example):
+    def parser(self, example: Example) -> Tensor:
         """Parse one serialised simulation.
 
         Args:
@@ -251,7 +277,7 @@ class TFRecords:
         shape = self._shape()
         return self._decode(self._parse(example)["data"], shape)
 
-    def derivative_parser(self, example: Example, n_params: int | None = None):
+    def derivative_parser(self, example: Example, n_params: int | None = None) -> Tensor:
         """Parse one exact derivative (written with ``fiducial=True``).
 
         Args:
@@ -270,7 +296,8 @@ class TFRecords:
         shape = self._shape() + (quoted_int("n_params", n_params, 1),)
         return self._decode(self._parse(example)["data"], shape)
 
-    def numerical_derivative_parser(self, example: Example, n_params: int | None = None):
+    def numerical_derivative_parser(self, example: Example, n_params: int | None = None
+                                    ) -> Tensor:
         """One simulation of a numerical-derivative record as float32 of shape
         ``input_shape``.
 
@@ -332,6 +359,19 @@ class TFRecords:
         ``filename`` defaults to ``fiducial`` or ``derivative`` (after
         ``fiducial``), prefixed ``validation_`` if ``validation``; a given
         ``filename`` is used as it is. ``directory`` must exist.
+
+        Args:
+            directory: an existing directory, or None for the current one.
+            filename: the stem of the file names, or None for the default.
+            fiducial: whether the records are fiducial (the default name).
+            validation: whether to prefix the default name with ``validation_``.
+
+        Returns:
+            The path stem, a str.
+
+        Raises:
+            TypeError: ``directory`` or ``filename`` not a str.
+            ValueError: ``filename`` names a directory, or ``directory`` does not exist.
         """
         if filename is None:
             filename = ("validation_" if validation else "") + \
@@ -355,21 +395,53 @@ class TFRecords:
         return f"{self.file}_{counter:0{self.padding}d}.tfrecords"
 
     def check_size(self, counter: int) -> bool:
-        """True if file ``counter`` has exceeded ``record_size`` MB."""
+        """Whether file ``counter`` has exceeded ``record_size`` MB.
+
+        Args:
+            counter: the number of the file.
+
+        Returns:
+            True once the file on disk is larger than ``record_size`` MB.
+        """
         if self.writer is not None:
             self.writer.flush()   # the writer buffers: the size on disk lags without it
         return os.path.getsize(self._path(counter)) > self.record_size * 1e6
 
     def get_initial_seed(self, fiducial: bool, start: int) -> Index:
-        """``start`` (fiducial) or ``(start, 0, 0)`` (numerical derivative)."""
+        """The index of the first simulation to write.
+
+        Args:
+            fiducial: True for one simulation per seed, False for numerical derivatives.
+            start: the first seed.
+
+        Returns:
+            ``start`` (fiducial) or ``(start, 0, 0)`` (numerical derivative).
+        """
         return start if fiducial else (start, 0, 0)
 
     def get_seed(self, simulation: Index, fiducial: bool) -> int:
-        """The seed of an index from ``get_initial_seed`` or a serialiser."""
+        """The seed of an index from ``get_initial_seed`` or a serialiser.
+
+        Args:
+            simulation: the index, an int (fiducial) or ``(seed, derivative, parameter)``.
+            fiducial: True for one simulation per seed, False for numerical derivatives.
+
+        Returns:
+            The seed, an int.
+        """
         return simulation if fiducial else simulation[0]
 
-    def check_func(self, get_simulation: Callable, fiducial: bool):
-        """Raise TypeError unless ``get_simulation`` takes 1 (fiducial) or 3 arguments."""
+    def check_func(self, get_simulation: Callable, fiducial: bool) -> None:
+        """Check that ``get_simulation`` takes 1 (fiducial) or 3 arguments.
+
+        Args:
+            get_simulation: the user's function returning one simulation.
+            fiducial: True for ``get_simulation(seed)``, False for
+                ``get_simulation(seed, derivative, parameter)``.
+
+        Raises:
+            TypeError: ``get_simulation`` is not callable that way.
+        """
         if not callable(get_simulation):
             raise TypeError(f"`get_simulation` must be callable, got {get_simulation!r}")
         n_args, expected = (1, "(seed)") if fiducial else (3, "(seed, derivative, parameter)")
@@ -383,8 +455,17 @@ class TFRecords:
             raise TypeError(f"`get_simulation` must be callable as get_simulation{expected} "
                             f"when fiducial={fiducial}, but its signature is {signature}") from None
 
-    def check_params(self, n_params: int | None, fiducial: bool):
-        """Raise unless ``n_params`` is a positive int when writing a numerical derivative."""
+    def check_params(self, n_params: int | None, fiducial: bool) -> None:
+        """Check that ``n_params`` is a positive int when writing a numerical derivative.
+
+        Args:
+            n_params: the number of parameters, or None.
+            fiducial: True for fiducial records (then ``n_params`` is not needed).
+
+        Raises:
+            TypeError, ValueError: ``n_params`` missing or not a positive int while
+                ``fiducial`` is False.
+        """
         if fiducial:
             return
         if n_params is None:

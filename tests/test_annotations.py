@@ -16,7 +16,8 @@ PACKAGE = os.path.dirname(os.path.abspath(imnn.__file__)) + os.sep
 # with __all__ is checked on those names, otherwise on its public functions and classes.
 MODULES = ("imnn.lfi", "imnn.simulators", "imnn.utils", "imnn.plotting", "imnn.optimisers",
            "imnn._factory", "imnn._models", "imnn._checks", "imnn._compilation",
-           "imnn.contracts")
+           "imnn.contracts", "imnn.nn", "imnn.tfrecords", "imnn.datasets", "imnn.persistence",
+           "imnn._fitted")
 
 # Methods a class inherits from object or typing, and those it must annotate when it
 # writes them itself.
