@@ -56,3 +56,23 @@ def mlp(width=128, depth=2, activation=None, n_summaries=2):
 def x64():
     with jax.enable_x64(True):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with long fits (a test marked ``slow``) first, each module's tests kept
+    together and in their order (module fixtures are made once). Under
+    ``pytest -n 2 --dist loadgroup`` (make test) the longest tests then start early and
+    the many short ones even out the two workers at the end."""
+    first, slow = {}, set()
+    for index, item in enumerate(items):
+        path = item.nodeid.split("::")[0]
+        first.setdefault(path, index)
+        if item.get_closest_marker("slow") is not None:
+            slow.add(path)
+    position = {id(item): index for index, item in enumerate(items)}
+
+    def key(item):
+        path = item.nodeid.split("::")[0]
+        return path not in slow, first[path], position[id(item)]
+
+    items.sort(key=key)

@@ -425,6 +425,7 @@ def test_bad_priors_raise_clear_errors():
         Uniform([0., 1.], [1., 1.])
 
 
+@SHARES_INFERENCE  # the fitted compressor: made once, on the worker that runs the inference
 def test_abc_and_pmc_reject_bad_arguments(compressor_and_F):
     compressor, F = compressor_and_F
     prior = Uniform(LOW, HIGH)
@@ -465,6 +466,7 @@ def test_abc_and_pmc_reject_bad_arguments(compressor_and_F):
         pmc(jax.random.PRNGKey(0), 100, 200, criterion=0)
 
 
+@SHARES_INFERENCE
 def test_progress_bars_switch_off(compressor_and_F, capsys):
     compressor, F = compressor_and_F
     target = np.zeros(N_DRAWS)
