@@ -805,6 +805,10 @@ def assert_same_loss_and_gradient(got, expected, rtol):
 
 KINDS = ["exact", "numerical"]
 SEEDS = {"exact": "exact_seed", "numerical": "numerical_seed"}
+# The tests of one kind's seed data share a worker (make test: --dist loadgroup), so its
+# module fixtures (the files, the Aggregated class's statistics) are made once.
+SEED_GROUP = {kind: pytest.mark.xdist_group(f"datasets_{kind}_seed") for kind in KINDS}
+SEED_KINDS = [pytest.param(kind, marks=SEED_GROUP[kind]) for kind in KINDS]
 
 
 @pytest.fixture(scope="module")
@@ -842,7 +846,7 @@ def check_recipe(kind, recipe, k, request, tf, aggregated, monkeypatch):
 
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("recipe", ["memory", "npy", "tfrecords"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SEED_KINDS)
 def test_seed_recipe_as_written(kind, recipe, k, request, tf, aggregated, monkeypatch):
     """Right recipes feed the Aggregated class's data in its order (summaries equal
     element by element; with two devices, loss and gradient too); misbuilt ones
@@ -852,12 +856,13 @@ def test_seed_recipe_as_written(kind, recipe, k, request, tf, aggregated, monkey
 
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("recipe", ["npy_fixed", "tfrecords_fixed"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SEED_KINDS)
 def test_fixed_seed_recipe_feeds_the_aggregated_data(kind, recipe, k, request, tf, aggregated,
                                                      monkeypatch):
     check_recipe(kind, recipe, k, request, tf, aggregated, monkeypatch)
 
 
+@SEED_GROUP["numerical"]
 def test_stale_device_index_in_seed_validation_recipe_is_caught(numerical_seed, tf,
                                                                  monkeypatch):
     """The seed's numerical TFRecords validation readers skip by an ``i`` that is
@@ -889,7 +894,8 @@ FITS = [(kind, recipe, k) for kind in KINDS for k in (1, 2)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, recipe, k", FITS)
+@pytest.mark.parametrize("kind, recipe, k", [pytest.param(*fit, marks=SEED_GROUP[fit[0]])
+                                            for fit in FITS])
 def test_seed_recipe_fits_the_analytic_fisher(kind, recipe, k, request, tf, monkeypatch):
     """Validation det F ≥ 40 (80 % of the analytic 50) within 1500 iterations. With
     n_d = 100 derivative simulations the validation det F of even the optimal
