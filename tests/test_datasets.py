@@ -892,17 +892,22 @@ def test_stale_device_index_in_seed_validation_recipe_is_caught(numerical_seed, 
 # feed the very same data on two devices, element by element, so their fits would
 # repeat it (and took a quarter of the suite's time). The same test shows it for one
 # device, over two epochs: the file recipes' fits on one device repeat the in-memory
-# recipe's fit of the same kind (left out of make test: marked redundant).
+# recipe's fit of the same kind. The in-memory recipe on two devices feeds the data, loss
+# and gradient of the Aggregated class (test_seed_recipe_as_written[...-memory-2]), a
+# Dataset class fits as the Aggregated class does (test_fit_equals_aggregated_fit) and
+# the number of devices does not change the gradient (test_aggregation.py): its fit
+# repeats the one-device fit. Only the in-memory fit on one device of each kind runs in
+# make test; the others (about 100 CPU seconds each) are marked redundant.
 FITS = [(kind, recipe, k) for kind in KINDS for k in (1, 2)
         for recipe in ("memory", "npy_fixed", "tfrecords_fixed")
         if k == 1 or recipe == "memory"]
-FIT_MARKS = {(kind, recipe): [SEED_GROUP[kind]] + ([] if recipe == "memory"
-                                                   else [pytest.mark.redundant])
-             for kind, recipe, _ in FITS}
+FIT_MARKS = {(kind, recipe, k): [SEED_GROUP[kind]] + ([] if (recipe, k) == ("memory", 1)
+                                                      else [pytest.mark.redundant])
+             for kind, recipe, k in FITS}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, recipe, k", [pytest.param(*fit, marks=FIT_MARKS[fit[:2]])
+@pytest.mark.parametrize("kind, recipe, k", [pytest.param(*fit, marks=FIT_MARKS[fit])
                                             for fit in FITS])
 def test_seed_recipe_fits_the_analytic_fisher(kind, recipe, k, request, tf, monkeypatch):
     """Validation det F ≥ 40 (80 % of the analytic 50) within 1500 iterations. With
