@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml setup.py
 demo: $(STAMP)
 	$(BIN)/imnn demo --overwrite  # runs/demo is the demo's own: each make demo starts it afresh
 
+# Tests marked redundant (what a faster test or `make docs` proves again) are left out; run them with
+# $(BIN)/python -m pytest -n 2 --dist loadgroup -m redundant tests
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not redundant" tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests

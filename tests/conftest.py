@@ -1,6 +1,7 @@
 """Test set-up: four simulated CPU devices, a headless matplotlib, and the
 mean/variance toy problem of the analytic anchors
 (docs/design/behaviour.md#analytic-anchors)."""
+import functools
 import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -10,6 +11,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import imnn  # noqa: E402
@@ -52,7 +54,44 @@ def mlp(width=128, depth=2, activation=None, n_summaries=2):
     return imnn.nn.serial(*layers, imnn.nn.Dense(n_summaries))
 
 
+# The tests that use fitted_simulator_imnn share a worker under make test (--dist loadgroup).
+SHARES_SIMULATOR_FIT = pytest.mark.xdist_group("simulator_fit")
+
+
+@functools.lru_cache(maxsize=None)
+def fitted_simulator_imnn():
+    """A SimulatorIMNN fitted to the mean/variance problem, once per test process: MLP
+    128-128 (Elu), Adam 1e-3, λ = 10, ε = 0.1, 1000 fresh simulations per iteration,
+    patience 1000 and at most 5000 iterations, in float32. test_anchors.py asserts the
+    information it reaches; test_lfi.py infers with its compressor (tests marked
+    SHARES_SIMULATOR_FIT)."""
+    model = imnn.SimulatorIMNN(1000, 1000, 2, 2, INPUT_SHAPE, θ_FID, mlp(128, 2, imnn.nn.Elu()),
+                               optax.adam(1e-3), jax.random.PRNGKey(0), simulator)
+    model.fit(10.0, 0.1, rng=jax.random.PRNGKey(0), patience=1000, max_iterations=5000)
+    return model
+
+
 @pytest.fixture
 def x64():
     with jax.enable_x64(True):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with long fits (a test marked ``slow``) first, each module's tests kept
+    together and in their order (module fixtures are made once). Under
+    ``pytest -n 2 --dist loadgroup`` (make test) the longest tests then start early and
+    the many short ones even out the two workers at the end."""
+    first, slow = {}, set()
+    for index, item in enumerate(items):
+        path = item.nodeid.split("::")[0]
+        first.setdefault(path, index)
+        if item.get_closest_marker("slow") is not None:
+            slow.add(path)
+    position = {id(item): index for index, item in enumerate(items)}
+
+    def key(item):
+        path = item.nodeid.split("::")[0]
+        return path not in slow, first[path], position[id(item)]
+
+    items.sort(key=key)

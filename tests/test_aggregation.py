@@ -89,12 +89,26 @@ def flat(tree):
     return np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in jax.tree.leaves(tree)])
 
 
-LAYOUTS = [(1, 4), (1, 12), (2, 2), (2, 6), (4, 3), (4, 6)]
+@functools.lru_cache
+def reference_gradient(kind, net=None):
+    """``full_batch_gradient`` of ``build(kind)`` (with ``CONV_NETS[net]`` as the model when
+    given), compiled, in float64: made once per process and shared by the tests."""
+    with jax.enable_x64(True):
+        data(kind)
+        model = build(kind, model=None if net is None else CONV_NETS[net])
+        return flat(jax.jit(lambda: full_batch_gradient(model, kind))())
+
+
+# (devices, n_per_device): one device with 6 batches per stream, two devices with 2 batches
+# each, four devices with one batch each; four devices with 2 batches each (n_s > n_d, so
+# each simulation must meet its own cotangent) are in
+# test_many_devices_with_n_s_greater_than_n_d_pair_each_simulation_with_its_cotangent.
+LAYOUTS = [(1, 4), (2, 6), (4, 6)]
 
 
 @pytest.mark.parametrize("kind", ["exact", "numerical", "simulator"])
 def test_aggregated_gradient_equals_full_batch_gradient(kind, x64):
-    reference = flat(full_batch_gradient(build(kind), kind))
+    reference = reference_gradient(kind)
     in_memory = flat(build(kind).loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
     assert np.linalg.norm(in_memory - reference) <= 1e-10 * np.linalg.norm(reference)
     for n_devices, n_per_device in LAYOUTS:
@@ -111,8 +125,8 @@ def test_aggregated_gradient_equals_full_batch_gradient(kind, x64):
 def test_aggregated_conv_net_gradient_equals_full_batch_gradient(kind, net, x64):
     # Several batches per device run in a loop, where (on a CPU) the JAX backend
     # writes convolutions as matrix products: the gradient must not change.
-    reference = flat(full_batch_gradient(build(kind, model=CONV_NETS[net]), kind))
-    for n_devices, n_per_device in [(1, 4), (2, 6), (4, 3), (2, 12)]:
+    reference = reference_gradient(kind, net)
+    for n_devices, n_per_device in [(1, 4), (4, 3)]:  # 6 and 2 batches per device
         model = build(kind, jax.devices()[:n_devices], n_per_device, model=CONV_NETS[net])
         grads = model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1]
         error = np.linalg.norm(flat(grads) - reference) / np.linalg.norm(reference)
@@ -123,7 +137,7 @@ def test_aggregated_conv_net_gradient_equals_full_batch_gradient(kind, net, x64)
 def test_many_devices_with_n_s_greater_than_n_d_pair_each_simulation_with_its_cotangent(kind, x64):
     # The earlier library mis-paired cotangents when n_devices > 1 and n_s > n_d.
     model = build(kind, jax.devices()[:4], 3)
-    reference = flat(full_batch_gradient(build(kind), kind))
+    reference = reference_gradient(kind)
     error = np.linalg.norm(flat(model.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
                            - reference)
     assert error <= 1e-10 * np.linalg.norm(reference)
@@ -132,11 +146,12 @@ def test_many_devices_with_n_s_greater_than_n_d_pair_each_simulation_with_its_co
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("kind", ["exact", "numerical", "simulator"])
 def test_reference_backends_aggregate_too(kind, backend, x64):
-    jax_grad = flat(build(kind, jax.devices()[:2], 6).loss_and_gradient(
-        10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
+    # Against the full-batch gradient, which the JAX backend's aggregated gradient at the
+    # same layout equals to 1e-10 (test_aggregated_gradient_equals_full_batch_gradient).
+    reference = reference_gradient(kind)
     ref = build(kind, jax.devices()[:2], 6, backend=backend)
     ref_grad = flat(ref.loss_and_gradient(10.0, 0.1, rng=jax.random.PRNGKey(5))[1])
-    assert np.linalg.norm(ref_grad - jax_grad) <= 1e-8 * np.linalg.norm(jax_grad)
+    assert np.linalg.norm(ref_grad - reference) <= 1e-8 * np.linalg.norm(reference)
 
 
 def test_aggregated_fit_matches_in_memory_fit(x64):
@@ -148,6 +163,32 @@ def test_aggregated_fit_matches_in_memory_fit(x64):
     # which Adam turns into steps of rounding size.
     difference = np.linalg.norm(flat(b.final_w) - flat(a.final_w))
     assert difference <= 1e-9 * np.linalg.norm(flat(a.final_w))
+
+
+@pytest.mark.parametrize("kind", ["exact", "numerical"])
+def test_aggregated_fit_with_validation_matches_in_memory_fit(kind, x64):
+    # The validation pass as well as the training pass: with the gradient equalities above,
+    # an aggregated fit is the in-memory fit up to rounding, so the in-memory anchors of
+    # test_anchors.py (det F >= 45) hold for the aggregated classes too.
+    args = (N_S, N_D, 2, 2, INPUT_SHAPE, θ_FID, mlp(16, 2, imnn.nn.Tanh), optax.adam(1e-3),
+            jax.random.PRNGKey(0))
+    make = exact_data if kind == "exact" else numerical_data
+    train, validation = data(kind), make(jax.random.PRNGKey(2), N_S, N_D)
+    layout = (jax.devices()[0], jax.devices()[:2], 6)  # 2 devices, several batches each
+    if kind == "exact":
+        a = imnn.GradientIMNN(*args, *train, *validation)
+        b = imnn.AggregatedGradientIMNN(*args, *train, *layout, *validation)
+    else:
+        a = imnn.NumericalGradientIMNN(*args, *train, δθ, *validation)
+        b = imnn.AggregatedNumericalGradientIMNN(*args, *train, δθ, *layout, *validation)
+    for model in (a, b):
+        model.fit(10.0, 0.1, min_iterations=100, max_iterations=15)
+    for key in ("detF", "Λ2", "val_detF"):
+        assert len(b.history[key]) == 15
+        np.testing.assert_allclose(b.history[key], a.history[key], rtol=1e-10, err_msg=key)
+    difference = np.linalg.norm(flat(b.final_w) - flat(a.final_w))
+    assert difference <= 1e-9 * np.linalg.norm(flat(a.final_w))
+    np.testing.assert_allclose(b.F, a.F, rtol=1e-9)
 
 
 @pytest.mark.parametrize("n_devices, n_per_device, quantity", [
@@ -183,15 +224,6 @@ def test_bad_devices_and_host_are_rejected():
 
 
 # --- what pass 1 keeps for pass 2 (memory_budget) -----------------------------------------
-
-@functools.lru_cache
-def reference_gradient(kind):
-    """``full_batch_gradient`` of ``build(kind)``, compiled, in float64 (once per module)."""
-    with jax.enable_x64(True):
-        data(kind)
-        model = build(kind)
-        return flat(jax.jit(lambda: full_batch_gradient(model, kind))())
-
 
 def _simulation_bytes(n_devices, n_s=N_S, n_d=N_D):
     """Per device: the simulations (10 draws) of both streams and the θ-tangents (p = 2)

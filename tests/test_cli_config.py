@@ -19,7 +19,7 @@ from imnn.cli import _fit, _schema
 
 from conftest import exact_data
 
-pytestmark = pytest.mark.xdist_group("cli")
+pytestmark = pytest.mark.xdist_group("cli_config")  # one worker: its module fixture is made once
 
 BASE = {"seed": 1, "checkpoint_every": 10, "model": [{"type": "Dense", "features": 2}],
         "simulator": {"name": "gaussian_mean_variance", "n_s": 20},

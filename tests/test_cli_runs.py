@@ -22,7 +22,7 @@ import pytest
 
 from imnn import cli, persistence
 
-pytestmark = pytest.mark.xdist_group("cli")
+pytestmark = pytest.mark.xdist_group("cli_runs")  # one worker: its module fixtures are made once
 SCRIPT = Path(sys.executable).with_name("imnn")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "imnn.cli"]
 

@@ -805,6 +805,10 @@ def assert_same_loss_and_gradient(got, expected, rtol):
 
 KINDS = ["exact", "numerical"]
 SEEDS = {"exact": "exact_seed", "numerical": "numerical_seed"}
+# The tests of one kind's seed data share a worker (make test: --dist loadgroup), so its
+# module fixtures (the files, the Aggregated class's statistics) are made once.
+SEED_GROUP = {kind: pytest.mark.xdist_group(f"datasets_{kind}_seed") for kind in KINDS}
+SEED_KINDS = [pytest.param(kind, marks=SEED_GROUP[kind]) for kind in KINDS]
 
 
 @pytest.fixture(scope="module")
@@ -833,8 +837,11 @@ def check_recipe(kind, recipe, k, request, tf, aggregated, monkeypatch):
         assert len(dataset.history["detF"]) == 0
         return
     expected = aggregated(kind, k)
-    assert_same_summaries(summaries(dataset, "train"), expected["train"])
-    assert_same_summaries(summaries(dataset, "validation"), expected["validation"])
+    # Two passes: each reads the next epoch of every stream, as each pass of a fit does, and
+    # the second epoch must be the first again.
+    for _ in range(2):
+        assert_same_summaries(summaries(dataset, "train"), expected["train"])
+        assert_same_summaries(summaries(dataset, "validation"), expected["validation"])
     if recipe == "memory" and k == 2:
         assert_same_loss_and_gradient(dataset.loss_and_gradient(λ, ε),
                                       expected["loss_and_gradient"], rtol=1e-4)
@@ -842,7 +849,7 @@ def check_recipe(kind, recipe, k, request, tf, aggregated, monkeypatch):
 
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("recipe", ["memory", "npy", "tfrecords"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SEED_KINDS)
 def test_seed_recipe_as_written(kind, recipe, k, request, tf, aggregated, monkeypatch):
     """Right recipes feed the Aggregated class's data in its order (summaries equal
     element by element; with two devices, loss and gradient too); misbuilt ones
@@ -852,12 +859,13 @@ def test_seed_recipe_as_written(kind, recipe, k, request, tf, aggregated, monkey
 
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("recipe", ["npy_fixed", "tfrecords_fixed"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SEED_KINDS)
 def test_fixed_seed_recipe_feeds_the_aggregated_data(kind, recipe, k, request, tf, aggregated,
                                                      monkeypatch):
     check_recipe(kind, recipe, k, request, tf, aggregated, monkeypatch)
 
 
+@SEED_GROUP["numerical"]
 def test_stale_device_index_in_seed_validation_recipe_is_caught(numerical_seed, tf,
                                                                  monkeypatch):
     """The seed's numerical TFRecords validation readers skip by an ``i`` that is
@@ -882,14 +890,25 @@ def test_stale_device_index_in_seed_validation_recipe_is_caught(numerical_seed, 
 # (bench/bench_datasets.py measures that). On two devices only the in-memory recipe
 # fits: test_fixed_seed_recipe_feeds_the_aggregated_data shows that the file recipes
 # feed the very same data on two devices, element by element, so their fits would
-# repeat it (and took a quarter of the suite's time).
+# repeat it (and took a quarter of the suite's time). The same test shows it for one
+# device, over two epochs: the file recipes' fits on one device repeat the in-memory
+# recipe's fit of the same kind. The in-memory recipe on two devices feeds the data, loss
+# and gradient of the Aggregated class (test_seed_recipe_as_written[...-memory-2]), a
+# Dataset class fits as the Aggregated class does (test_fit_equals_aggregated_fit) and
+# the number of devices does not change the gradient (test_aggregation.py): its fit
+# repeats the one-device fit. Only the in-memory fit on one device of each kind runs in
+# make test; the others (about 100 CPU seconds each) are marked redundant.
 FITS = [(kind, recipe, k) for kind in KINDS for k in (1, 2)
         for recipe in ("memory", "npy_fixed", "tfrecords_fixed")
         if k == 1 or recipe == "memory"]
+FIT_MARKS = {(kind, recipe, k): [SEED_GROUP[kind]] + ([] if (recipe, k) == ("memory", 1)
+                                                      else [pytest.mark.redundant])
+             for kind, recipe, k in FITS}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, recipe, k", FITS)
+@pytest.mark.parametrize("kind, recipe, k", [pytest.param(*fit, marks=FIT_MARKS[fit])
+                                            for fit in FITS])
 def test_seed_recipe_fits_the_analytic_fisher(kind, recipe, k, request, tf, monkeypatch):
     """Validation det F ≥ 40 (80 % of the analytic 50) within 1500 iterations. With
     n_d = 100 derivative simulations the validation det F of even the optimal

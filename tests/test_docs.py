@@ -159,6 +159,9 @@ def test_code_blocks_run_as_written(page, tmp_path, monkeypatch):
 
 # --- (c) the site builds with --strict --------------------------------------------------------
 
+# The same command as `make docs`, which CI (.ci/run) runs right after `make test`: left out
+# of make test (marked redundant) so that CI builds the site once; `pytest tests` runs it.
+@pytest.mark.redundant
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None
                     or importlib.util.find_spec("mkdocstrings") is None,
                     reason="the docs extra (mkdocs, mkdocstrings) is not installed")

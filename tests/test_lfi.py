@@ -26,6 +26,8 @@ from imnn.lfi import (  # noqa: E402
     histogram_marginals,
 )
 
+from conftest import SHARES_SIMULATOR_FIT  # noqa: E402
+
 N_DRAWS = 10
 θ_FID = np.array([0., 1.])
 # A prior much wider than the posterior in μ: ABC-PMC only saves simulations when the
@@ -58,16 +60,13 @@ def exact_score_compressor(θ_fid, n_draws):
 
 
 def imnn_compressor(θ_fid, n_draws):
-    """A fitted SimulatorIMNN (MLP 128-128, Adam 1e-3, λ = 10, ε = 0.1): its score-compressed
-    estimate and its Fisher matrix, as a user would pass them to imnn.lfi."""
-    import optax
-
-    import imnn
-    model = imnn.nn.serial(imnn.nn.Dense(128), imnn.nn.Elu(), imnn.nn.Dense(128), imnn.nn.Elu(),
-                           imnn.nn.Dense(2))
-    fitter = imnn.SimulatorIMNN(1000, 1000, 2, 2, (n_draws,), θ_fid, model, optax.adam(1e-3),
-                                jax.random.PRNGKey(0), simulator)
-    fitter.fit(10.0, 0.1, rng=jax.random.PRNGKey(1), patience=1000, max_iterations=5000)
+    """A fitted SimulatorIMNN (MLP 128-128, Adam 1e-3, λ = 10, ε = 0.1, 1000 fresh simulations
+    per iteration; the fit test_anchors.py checks reaches det F ≥ 45 on fresh simulations,
+    made once per process by conftest.fitted_simulator_imnn): its score-compressed estimate
+    and its Fisher matrix, as a user would pass them to imnn.lfi."""
+    from conftest import fitted_simulator_imnn
+    assert n_draws == N_DRAWS and np.array_equal(θ_fid, θ_FID)  # the problem it was fitted to
+    fitter = fitted_simulator_imnn()
     return fitter.compressor(), fitter.F
 
 
@@ -115,8 +114,9 @@ class CountingSimulator:
         return simulator(key, θ)
 
 
-# tests of one inference run share a worker under `pytest -n 2 --dist loadgroup`
-SHARES_INFERENCE = pytest.mark.xdist_group("lfi_inference")
+# Tests of one inference run share a worker under `pytest -n 2 --dist loadgroup`, and with
+# them test_anchors.py's test of the fitted SimulatorIMNN they use (conftest.py).
+SHARES_INFERENCE = SHARES_SIMULATOR_FIT
 
 
 @pytest.fixture(scope="module")
@@ -425,6 +425,7 @@ def test_bad_priors_raise_clear_errors():
         Uniform([0., 1.], [1., 1.])
 
 
+@SHARES_INFERENCE  # the fitted compressor: made once, on the worker that runs the inference
 def test_abc_and_pmc_reject_bad_arguments(compressor_and_F):
     compressor, F = compressor_and_F
     prior = Uniform(LOW, HIGH)
@@ -465,6 +466,7 @@ def test_abc_and_pmc_reject_bad_arguments(compressor_and_F):
         pmc(jax.random.PRNGKey(0), 100, 200, criterion=0)
 
 
+@SHARES_INFERENCE
 def test_progress_bars_switch_off(compressor_and_F, capsys):
     compressor, F = compressor_and_F
     target = np.zeros(N_DRAWS)

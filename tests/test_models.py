@@ -244,6 +244,11 @@ def fitted(request):
     return request.param, fitter
 
 
+# The fits of the module fixture are made once, on one worker (make test: --dist loadgroup).
+FITS_ONCE = pytest.mark.xdist_group("models_fitted")
+
+
+@FITS_ONCE
 def test_every_kind_fits_the_mean_variance_problem(fitted):
     """det F >= 45 on the validation set (analytic 50; the optimal summaries give 54.8 on
     this validation set), from a network that started with next to no information."""
@@ -254,6 +259,7 @@ def test_every_kind_fits_the_mean_variance_problem(fitted):
     assert np.linalg.det(fitter.F) == pytest.approx(history["max_detF"], rel=1e-4)
 
 
+@FITS_ONCE
 def test_every_kind_saves_and_loads_its_fitted_weights(fitted, tmp_path):
     """imnn.load(path, model=the same network built again) gives the fitted weights, not the
     new model's initial ones, and the same estimates as the live fit."""

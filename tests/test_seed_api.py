@@ -20,6 +20,8 @@ from imnn._sources import simulation_keys
 
 from conftest import INPUT_SHAPE, simulator, δθ, θ_FID
 
+# One worker runs the module (make test: --dist loadgroup): each class is built once.
+pytestmark = pytest.mark.xdist_group("seed_api")
 N_S, N_D, P, S = 16, 8, 2, 2
 N_DEVICES, N_PER_DEVICE = 2, 2
 λ, ε = 10.0, 0.1
