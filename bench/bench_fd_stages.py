@@ -110,14 +110,27 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--classes", default="GradientIMNN,NumericalGradientIMNN")
     parser.add_argument("--no-validation", action="store_true")
+    parser.add_argument("--ablate-finite", action="store_true",
+                        help="also compile each loop without the non-finite step guard "
+                             "(imnn.fitting.all_finite patched to True; a measurement only)")
     parser.add_argument("--dump", default=None, help="folder for lowered/compiled text")
     a = parser.parse_args()
+    import jax.numpy as jnp
+
+    import imnn.fitting as fitting
     names = a.classes.split(",")
     calls = {n: capture(n, not a.no_validation) for n in names}
+    guard = fitting.all_finite
+    if a.ablate_finite:
+        calls.update({f"{n}-no-guard": calls[n] for n in names})
+        names = [v for n in names for v in (n, f"{n}-no-guard")]
     results = collections.defaultdict(list)
     for r in range(a.rounds):
         for n in names:
+            fitting.all_finite = ((lambda *trees: jnp.bool_(True)) if n.endswith("-no-guard")
+                                  else guard)
             out, lowered, compiled = stages(*calls[n])
+            fitting.all_finite = guard
             results[n].append(out)
             print(n, r, {k: f"{w:.2f}w/{c:.2f}c" for k, (w, c) in out.items()}, flush=True)
             if r == 0:
