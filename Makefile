@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not redundant" tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 -q -m "not slow and not redundant" tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-only -q
