@@ -12,6 +12,11 @@ One path for data, whatever the class::
         cotangents --(d) batch_weight_gradient (one VJP per batch)--> Σ dΛ/dw
 
 The in-memory classes are the case of one batch per stream.
+
+Why one module of about 650 lines: it is the page a backend author reads, and every
+contract in it refers to the others (the kinds to ``Summaries``, the backends to the kinds
+and ``Network``, the runtime to all of them); it holds declarations and their
+documentation, no numerics.
 """
 from __future__ import annotations
 

@@ -36,6 +36,10 @@ Other networks (JAX backend only; ``model=`` detects the kind):
   one unbatched simulation the same way;
 - a plain function ``apply(params, d)`` with its initial ``params``, given as
   ``from_function(apply, params)``.
+
+Why one module of about 590 lines: it is the public ``imnn.nn`` namespace, one class per
+layer owning its fields, shapes, initialisation and table form (as a layer does in
+equinox), and most of its lines are those classes' documentation of shapes.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ The diagnosis of damaged files when a dataset reads them is in
 ``imnn._tfrecord_damage``.
 
 TensorFlow is imported only when a record is written or parsed. The module is
-one class, a little over 400 lines: its writer and its parsers share the record
+one class, a little under 500 lines (half of them its documentation): its writer and its parsers share the record
 format, the file names and ``input_shape``, so they stay together.
 """
 from __future__ import annotations

@@ -12,6 +12,10 @@ simulations and their θ-tangents (simulator classes), or nothing; inside
 ``shard_map`` each device then recomputes what was not kept one batch at a time
 in pass 2 (``jax.checkpoint`` in a ``lax.map``, whose VJP accumulates the
 batches' weight cotangents) before a single sum over devices.
+
+Why one module of about 430 lines: the executor's passes and the runners that compile the
+loop of iterations over them share the mesh, the batch layout and the compiler options;
+splitting them would put one concern's two halves in two files.
 """
 from __future__ import annotations
 
