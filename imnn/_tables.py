@@ -60,7 +60,7 @@ def model_from_tables(tables: list[dict], where: str = "model") -> nn.Serial:
             raise ValueError(f"{at} must be a table such as {{type = \"Dense\", features = 128}}, "
                              f"got {type(table).__name__}")
         kind = table.get("type")
-        if kind not in types:
+        if not isinstance(kind, str) or kind not in types:
             raise ValueError(f"{at}.type must be one of {', '.join(types)}, got {kind!r}")
         cls, arguments = types[kind]
         unknown = sorted(set(table) - set(arguments) - {"type"})
