@@ -390,3 +390,13 @@ def test_metadata_that_json_cannot_hold_is_refused_before_writing(good, tmp_path
         with pytest.raises(TypeError, match=message):
             imnn.save(fitted, tmp_path / "meta.imnn", metadata)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [[], {}, 3, None])
+def test_a_layer_type_that_is_not_a_name_is_refused_by_name(good, tmp_path, value):
+    """The case hypothesis found: ``model[1].type`` replaced by a list was a bare
+    ``TypeError: unhashable type``; any non-string type names the key."""
+    path, _ = good
+    edited = rewrite(path, tmp_path / "edited.imnn",
+                     lambda m: _apply(m, ("model", 1, "type"), "replace", value))
+    assert _load_or_refuse(edited, path, ["[1].type"]) is None
