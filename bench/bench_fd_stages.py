@@ -112,12 +112,12 @@ def main():
     parser.add_argument("--no-validation", action="store_true")
     parser.add_argument("--ablate-finite", action="store_true",
                         help="also compile each loop without the non-finite step guard "
-                             "(imnn.fitting.all_finite patched to True; a measurement only)")
+                             "(imnn._fitting.all_finite patched to True; a measurement only)")
     parser.add_argument("--dump", default=None, help="folder for lowered/compiled text")
     a = parser.parse_args()
     import jax.numpy as jnp
 
-    import imnn.fitting as fitting
+    import imnn._fitting as fitting
     names = a.classes.split(",")
     calls = {n: capture(n, not a.no_validation) for n in names}
     guard = fitting.all_finite

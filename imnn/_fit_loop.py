@@ -116,7 +116,10 @@ class FitLoop:
                 RuntimeWarning that says why, keeping every earlier iteration;
                 ``"raise"`` does the same but raises ``FloatingPointError``;
                 ``"warn"`` skips that iteration's update and carries on (e.g.
-                rare NaN simulations), with one warning at the end.
+                rare NaN simulations), with one warning at the end. Undoing an
+                update in the compiled loop reruns the iterations before it in that
+                call (at most 9 once one has been skipped), so very frequent
+                non-finite iterations slow the fit down.
             resume: carry on the last, interrupted call from its iteration and
                 patience counter (an interrupted and resumed fit equals an
                 uninterrupted one).
@@ -178,6 +181,8 @@ class FitLoop:
         bar = tqdm(total=max_iterations, initial=self.fit_iteration, unit="it", leave=True,
                    desc=f"{type(self).__name__} fit", disable=print_rate is None)
         stopped, skipped = None, []
+        rows = []   # the history rows of this call's non-finite iterations
+        first_row = len(self.history["val_detF"])
         try:
             while self.fit_iteration < max_iterations and self.patience_counter < patience:
                 start = self.fit_iteration
@@ -192,6 +197,8 @@ class FitLoop:
                         + self._diagnose(self.final_w, data, 0) + " Nothing was fitted.")
                 if n:
                     self._commit(carry, records, n)
+                if bad:
+                    rows.append(len(self.history["detF"]) - 1)
                 bar.update(n)
                 bar.set_postfix(self._progress(), refresh=False)
                 if callback is not None:
@@ -202,6 +209,9 @@ class FitLoop:
                                                                  start + n - 1))
                         break
                     skipped.append(start + n - 1)
+                    # A compiled loop undoes a non-finite iteration by running the ones
+                    # before it in that call again: shorter calls from now on bound that.
+                    chunk = min(chunk, 10)
         except KeyboardInterrupt:
             warnings.warn(f"fit interrupted after {self.fit_iteration} iterations; the weights, "
                           "optimiser state and history of every finished iteration are kept "
@@ -217,7 +227,7 @@ class FitLoop:
             if on_nan == "raise":
                 raise FloatingPointError(message + " Call set_F_statistics() to use them.")
             warnings.warn(message, RuntimeWarning, stacklevel=3)
-        self._report_nan(skipped)
+        self._report_nan(skipped, rows, first_row)
         # Simulator classes: fresh simulations from a key the fit did not use.
         key = None if rng is None else np.asarray(jax.random.split(rng))[0]
         self.set_F_statistics(self.w, key)
@@ -257,14 +267,17 @@ class FitLoop:
         out["patience"] = self.patience_counter
         return out
 
-    def _report_nan(self, skipped):
+    def _report_nan(self, skipped, rows, first_row):
         if skipped:
             warnings.warn(
                 f"the loss or its gradient was not finite at {len(skipped)} iteration(s) "
                 f"(first: iteration {skipped[0]}); their updates were skipped "
                 "(on_nan='warn'). If this happens often, check the simulations for NaN.",
                 RuntimeWarning, stacklevel=4)
-        bad = np.flatnonzero(~np.isfinite(self.history["val_detF"]))
+        # A non-finite iteration's validation statistics are NaN too (at its NaN update,
+        # then undone), and were reported above: only the others count here.
+        bad = np.setdiff1d(first_row + np.flatnonzero(
+            ~np.isfinite(self.history["val_detF"][first_row:])), rows)
         if bad.size:
             warnings.warn(
                 f"the validation det F was not finite at {bad.size} iteration(s), first at "

@@ -249,20 +249,39 @@ def all_finite(*trees):
     return total == 0
 
 
+def undo_update(before: Carry, after: Carry) -> Carry:
+    """The carry that follows a non-finite iteration: the weights and optimiser state
+    from ``before`` it (an update from a non-finite gradient would make every weight
+    NaN), the early-stopping state from ``after`` it (the iteration counts as no
+    improvement).
+
+    ``fit_step`` applies every update; the runner, which stops after a non-finite
+    iteration, undoes that last one (``run_loop`` keeps the carry from before it; the
+    JAX device loop runs the iterations before it again). A select of every weight and
+    optimiser leaf inside the loop body instead made the compiler copy the optimiser's
+    update into each select and cost 0.15 CPU s of the first fit's compile
+    (docs/performance/compilation.md).
+    """
+    return Carry(before.w, before.opt_state, after.stopping)
+
+
 def fit_step(problem: Problem, carry: Carry, i: Array, data: dict, settings: FitSettings
              ) -> tuple[Carry, Record]:
     """One iteration: summaries, loss and gradient at w_i, the optimiser update
     to w_{i+1}, validation statistics at w_{i+1}, early stopping. Returns (next
-    carry, Record). A non-finite loss or gradient leaves the weights and the
-    optimiser state as they were (an update from it would make every weight NaN)."""
+    carry, Record).
+
+    The update is applied whatever the numbers; ``Record.finite`` says whether the loss
+    and gradient were finite, and the runner then keeps the weights and optimiser state
+    from before a non-finite iteration (``undo_update``; ``fit_step_and_keep_going``
+    stops there). Early stopping counts such an iteration as no improvement: its
+    validation statistics, at the NaN weights, are NaN.
+    """
     ex, λ, α = problem.executor, settings.λ, settings.α
     parts, grads = loss_and_gradient(
         ex, carry.w, problem.training_streams(data, i), problem.sizes, λ, α)
     finite = all_finite(parts.Λ, grads)
     w_next, opt_state = problem.optimiser.update(grads, carry.opt_state, carry.w)
-    w_next, opt_state = tree_util.tree_map(
-        lambda new, old: problem.where(finite, new, old), (w_next, opt_state),
-        (carry.w, carry.opt_state))
     if problem.validation_streams is None:
         validation, criterion, w_measured = None, parts.logdetF, carry.w
     else:
@@ -347,7 +366,9 @@ def build_step(problem: Problem) -> Callable[[Carry, Array, dict, FitSettings],
 def run_loop(step: Callable[[Carry, Array, dict, FitSettings], tuple[Carry, Record, Array]],
              carry: Carry, data: dict, settings: FitSettings, start: int, n_steps: int
              ) -> tuple[Carry, list[Record], int]:
-    """Run iterations start, start+1, … (at most n_steps) while keep_going, from Python.
+    """Run iterations start, start+1, … (at most n_steps) while keep_going, from Python;
+    after a non-finite iteration (the last one run) the weights and optimiser state are
+    those from before it (``undo_update``).
 
     Args:
         step: ``build_step(problem)``, or a compiled version of it (the JAX backend).
@@ -363,7 +384,10 @@ def run_loop(step: Callable[[Carry, Array, dict, FitSettings], tuple[Carry, Reco
     records, i = [], start
     going = bool(keep_going(carry.stopping, i, settings.patience, settings.max_iterations))
     while going and i < start + n_steps:
+        before = carry
         carry, record, going = step(carry, i, data, settings)
         records.append(record)
         i, going = i + 1, bool(going)
+        if not going and not bool(record.finite):
+            carry = undo_update(before, carry)
     return carry, records, i - start

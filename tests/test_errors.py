@@ -176,17 +176,23 @@ def nan_simulator(key, θ):
     return jax.numpy.where(bad, jax.numpy.nan, simulator(key, θ))
 
 
-def test_nan_simulations_later_in_the_fit_follow_on_nan():
+def nan_iterations(rng, n_s, iterations=8):
+    """The iterations among the first ``iterations`` whose simulations (from ``rng``)
+    include a NaN one."""
     from imnn._sources import simulation_keys
-    n_s = 20
 
     @jax.jit
-    def nan_at(rng):   # (8,): whether iteration i draws a NaN simulation
+    def nan_at(rng):
         return jax.vmap(lambda i: jax.vmap(lambda k: jax.numpy.isnan(nan_simulator(
-            k, θ_FID)).any())(simulation_keys(rng, i, n_s)).any())(jax.numpy.arange(8))
+            k, θ_FID)).any())(simulation_keys(rng, i, n_s)).any())(jax.numpy.arange(iterations))
 
+    return list(np.flatnonzero(nan_at(rng)))
+
+
+def test_nan_simulations_later_in_the_fit_follow_on_nan():
+    n_s = 20
     rng = np.asarray(jax.random.PRNGKey(1))   # iteration 0 is clean; NaN comes within 8
-    bad = list(np.flatnonzero(nan_at(rng)))
+    bad = nan_iterations(rng, n_s)
     assert bad and bad[0] > 0
     model = imnn.SimulatorIMNN(n_s, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4), optax.adam(1e-2),
                                jax.random.PRNGKey(0), nan_simulator)
@@ -206,6 +212,56 @@ def test_nan_simulations_later_in_the_fit_follow_on_nan():
     assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(model.final_w))
     with pytest.raises(ValueError, match=r"on_nan must be one of \('stop', 'raise', 'warn'\)"):
         model.fit(10.0, 0.1, rng=rng, on_nan="ignore")
+
+
+@pytest.mark.parametrize("loop, runs_of", [("device", None), ("device", "bad"), ("host", None)])
+def test_a_non_finite_iteration_is_undone_exactly(loop, runs_of):
+    """The update of the iteration that stops a fit is undone: the weights, the optimiser
+    state and the best weights equal, bit for bit, those of a fit of only the iterations
+    before it, whether that iteration ends a run of the compiled loop or starts one
+    (runs of ``bad`` iterations), or the loop runs from the host."""
+    from imnn.backends.jax.execution import make_runner
+    n_s, rng = 20, np.asarray(jax.random.PRNGKey(5))
+    bad = nan_iterations(rng, n_s)[0]     # 5: runs of 8 stop in the middle, runs of 5 at a start
+    assert bad > 1
+
+    def build():
+        model = imnn.SimulatorIMNN(n_s, 10, 2, 2, INPUT_SHAPE, θ_FID, mlp(4),
+                                   optax.adam(1e-2), jax.random.PRNGKey(0), nan_simulator)
+        model._runner = make_runner(model.problem, loop=loop)
+        return model
+
+    print_rate = bad if runs_of == "bad" else None
+    stopped, clean = build(), build()
+    with pytest.warns(RuntimeWarning, match=rf"fit stopped at iteration {bad}"):
+        stopped.fit(10.0, 0.1, rng=rng, min_iterations=0, max_iterations=8,
+                    print_rate=print_rate)
+    clean.fit(10.0, 0.1, rng=rng, min_iterations=0, max_iterations=bad)
+    assert len(stopped.history["detF"]) == bad + 1 and len(clean.history["detF"]) == bad
+    np.testing.assert_array_equal(stopped.history["detF"][:bad], clean.history["detF"])
+    for a, b in zip(jax.tree.leaves((stopped.final_w, stopped.state, stopped.best_w)),
+                    jax.tree.leaves((clean.final_w, clean.state, clean.best_w))):
+        np.testing.assert_array_equal(a, b)
+    # The non-finite iteration counted as one without improvement.
+    assert stopped.patience_counter == clean.patience_counter + 1
+    assert stopped._max_logdetF == clean._max_logdetF
+
+
+def test_a_singular_validation_fisher_matrix_is_reported_once_per_fit():
+    """Validation derivatives that are all zero make the validation F singular: each
+    iteration's val_detF is NaN, never an improvement, and the fit says how many there
+    were in this call (not counting an earlier call's)."""
+    fid, der = exact_data(jax.random.PRNGKey(2), N, 10)
+    model = gradient(validation_fiducial=fid, validation_derivative=der * 0)
+    with pytest.warns(RuntimeWarning, match=r"validation det F was not finite at 4 "
+                      r"iteration\(s\), first at iteration 0"):
+        model.fit(10.0, 0.1, min_iterations=0, max_iterations=4, patience=10)
+    with pytest.warns(RuntimeWarning, match=r"validation det F was not finite at 3 "
+                      r"iteration\(s\), first at iteration 4"):
+        model.fit(10.0, 0.1, min_iterations=0, max_iterations=3, patience=10)
+    assert np.isnan(model.history["val_detF"]).all() and len(model.history["val_detF"]) == 7
+    assert np.isfinite(model.history["detF"]).all()
+    assert model.patience_counter == 2    # no improvement: counted at iterations 1 and 2
 
 
 def test_two_threads_cannot_fit_one_object_at_once():

@@ -29,7 +29,16 @@ from jax import lax, tree_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imnn._compilation import compiler_options
-from imnn._fitting import Carry, FitSettings, Problem, Runner, build_step, keep_going, run_loop
+from imnn._fitting import (
+    Carry,
+    FitSettings,
+    Problem,
+    Runner,
+    build_step,
+    keep_going,
+    run_loop,
+    undo_update,
+)
 from imnn.contracts import Array, Exact, Kind, Network, Summaries, Weights
 
 from . import summaries as S
@@ -399,9 +408,21 @@ def _device_runner(problem: Problem, platform: str, size: int) -> Runner:
     def run(carry: Carry, data: dict, settings: FitSettings, start: int, n_steps: int):
         if not 0 < n_steps <= size:
             raise ValueError(f"n_steps must be in 1..{size}, got {n_steps}")
-        carry, records, n = compiled(carry, data, settings, start, n_steps)
+        after, records, n = compiled(carry, data, settings, start, n_steps)
         n = int(n)
-        return carry, _host_records(records, n) if n else None, n
+        if not n:
+            return after, None, n
+        records = _host_records(records, n)
+        if not records.finite[n - 1]:
+            # The last iteration was not finite (the loop stops after such an one): its
+            # update is undone by running the n - 1 iterations before it again, which
+            # gives the same numbers (the same program on the same inputs). Keeping a
+            # copy of the previous state in the loop instead, or a select of every leaf
+            # in its body, made the loop's program a fifth larger and slower to compile
+            # (docs/performance/compilation.md), for an event that should be rare.
+            before = carry if n == 1 else compiled(carry, data, settings, start, n - 1)[0]
+            after = undo_update(before, after)
+        return after, records, n
 
     return Runner(run, "device", size, compiled)
 
