@@ -130,12 +130,12 @@ class BaseIMNN(FitLoop, SeedStatistics, Estimates):
         self.problem = Problem(
             self.executor, self.optimiser, source.sizes, source.training_streams,
             source.validation_streams if source.validate else None, self.runtime.where)
-        self._statistics = {
-            validate: self.runtime.compile(
-                lambda w, data, key, validate=validate: stream_summaries(
-                    self.executor, w, source.statistics_streams(data, key, validate),
-                    source.sizes))
+        self._summaries_of_statistics_data = {
+            validate: lambda w, data, key, validate=validate: stream_summaries(
+                self.executor, w, source.statistics_streams(data, key, validate), source.sizes)
             for validate in (False, True)}
+        self._statistics = {validate: self.runtime.compile(function) for validate, function
+                            in self._summaries_of_statistics_data.items()}
         self._training_summaries = self.runtime.compile(
             lambda w, data, i: summaries_of(self.executor, w, source.training_streams(data, i),
                                             source.sizes))

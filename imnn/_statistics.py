@@ -30,8 +30,8 @@ class SeedStatistics:
 
     Reads from the object: ``runtime``, ``network``, ``source``, ``kind``,
     ``validate``, the sizes ``n_s, n_d, n_params, n_summaries``, ``input_shape``,
-    ``θ_fid``, ``w``, the compiled ``_statistics`` and ``_pass_two`` (made by
-    ``_attach``) and the method ``_data(rng)``. ``set_F_statistics`` writes
+    ``θ_fid``, ``w``, the compiled ``_statistics`` and ``_pass_two`` and the plain
+    ``_summaries_of_statistics_data`` (made by ``_attach``) and the method ``_data(rng)``. ``set_F_statistics`` writes
     ``w, F, invF, C, invC, μ, dμ_dθ``.
     """
 
@@ -49,6 +49,7 @@ class SeedStatistics:
     θ_fid: np.ndarray
     w: Weights
     _statistics: dict[bool, Callable]
+    _summaries_of_statistics_data: dict[bool, Callable]
     _pass_two: Callable
     _data: Callable[[Array | None], dict]
 
@@ -117,23 +118,26 @@ class SeedStatistics:
             self.w = w
         data, key = self._statistics_data(key, bool(validate) and self.validate,
                                           "set_F_statistics")
-        outputs = self._statistics[bool(validate) and self.validate](self.w, data, key)
-        stats = self._fisher_of_outputs(outputs)
+        stats = self._fisher_statistics[bool(validate) and self.validate](self.w, data, key)
         for name in ("F", "invF", "C", "invC", "μ", "dμ_dθ"):
             setattr(self, name, np.asarray(getattr(stats, name), np.float64))
         return self
 
     @functools.cached_property
-    def _fisher_of_outputs(self):
-        """Per-stream summaries -> FisherStatistics, assembled and computed in one compiled
-        program (eagerly, the assembly alone compiled a program of its own)."""
+    def _fisher_statistics(self) -> dict[bool, Callable]:
+        """{validate: (w, data, key) -> FisherStatistics}: the summaries of the statistics
+        data, their assembly and the statistics in one compiled program each (compiled
+        as two, the summaries and the rest, a first fit took one more program)."""
         runtime, kind = self.runtime, self.kind
 
-        def fisher(outputs):
-            s = runtime.assemble(kind, outputs)
-            return runtime.fisher_statistics(s.x, s.dx_dθ)
+        def build(summaries):
+            def fisher(w, data, key):
+                s = runtime.assemble(kind, summaries(w, data, key))
+                return runtime.fisher_statistics(s.x, s.dx_dθ)
+            return runtime.compile(fisher)
 
-        return runtime.compile(fisher)
+        return {validate: build(summaries)
+                for validate, summaries in self._summaries_of_statistics_data.items()}
 
     def get_gradient(self, dΛ_dx: tuple[Array, Array], w: Weights | None = None,
                      key: Array | None = None) -> Weights:
