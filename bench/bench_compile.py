@@ -20,8 +20,9 @@ compile, iterate, statistics), counts the programs XLA compiled in it
 (ms per iteration once compiled). ``--import-scipy`` imports scipy.linalg in every
 child before the first fit, so that no child pays that import inside it: jaxlib
 loads its CPU LAPACK kernels (Cholesky, LU) from SciPy when a program with one is
-first lowered, and the earlier library's ``import imnn`` (TensorFlow) has already
-imported SciPy (each child reports ``scipy_loaded_before_fit``).
+first lowered, a one-off 0.15-0.25 CPU s that both libraries otherwise pay in their
+first fit (the earlier one imports SciPy through TensorFlow, but not scipy.linalg;
+each child reports ``scipy_loaded_before_fit``).
 
 ``--earlier PYTHON`` runs the children of the earlier public IMNN library
 (0.3.x, importable as ``imnn`` by that interpreter; its stax model and
@@ -285,8 +286,8 @@ def main(argv=None):
     parser.add_argument("--import-scipy", action="store_true",
                         help="import scipy.linalg in every child before its first fit: "
                              "jaxlib loads its CPU LAPACK kernels from SciPy the first time "
-                             "a program with a factorisation is lowered (0.25 CPU s), which "
-                             "the earlier library's import (TensorFlow) has already done")
+                             "a program with a factorisation is lowered (0.15-0.25 CPU s, "
+                             "inside either library's first fit)")
     parser.add_argument("--child", choices=CLASSES, help=argparse.SUPPRESS)
     parser.add_argument("--api", default="imnn", choices=("imnn", "earlier"),
                         help=argparse.SUPPRESS)
