@@ -172,7 +172,8 @@ class Runner(NamedTuple):
         most ``n_steps`` (≤ ``chunk``) of them, and stops after a non-finite one.
         ``carry`` is a ``Carry``, ``data`` what the source's ``data`` returned,
         ``settings`` a ``FitSettings``, ``start`` the index of the first iteration,
-        counted from the fit's first. It returns the next ``Carry``, the n iterations'
+        counted from the fit's first. A non-finite iteration is the last it runs, and its
+        update is undone (``undo_update``). It returns the next ``Carry``, the n iterations'
         ``Record`` as NumPy arrays with a leading axis of length n (None when n is 0),
         and n, an int.
     loop: where the iterations loop: ``"device"`` (one compiled loop per call),

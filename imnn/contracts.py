@@ -664,6 +664,8 @@ class Runtime(Backend, Protocol):
             (carry, records stacked as NumPy arrays or None, iterations run)``, with
             ``settings`` an ``imnn._fitting.FitSettings`` (λ, α, min_iterations,
             patience, max_iterations), and ``n_steps`` at most the runner's ``chunk``.
+            ``run`` stops after a non-finite iteration and hands back the weights and
+            optimiser state from before it (``imnn._fitting.undo_update``).
         """
         ...
 
