@@ -913,13 +913,17 @@ def test_stale_device_index_in_seed_validation_recipe_is_caught(numerical_seed, 
 # and gradient of the Aggregated class (test_seed_recipe_as_written[...-memory-2]), a
 # Dataset class fits as the Aggregated class does (test_fit_equals_aggregated_fit) and
 # the number of devices does not change the gradient (test_aggregation.py): its fit
-# repeats the one-device fit. Only the in-memory fit on one device of each kind runs in
-# make test; the others (about 100 CPU seconds each) are marked redundant.
+# repeats the one-device fit. And the in-memory recipe on one device feeds the Aggregated
+# class's data element by element (test_seed_recipe_as_written[...-memory-1]), a Dataset
+# class fits as the Aggregated class does, the Aggregated class's gradient is the
+# in-memory class's (test_aggregation.py), and the in-memory classes reach the analytic
+# Fisher information (test_anchors.py): so the one-device in-memory fits repeat what make
+# test proves too. All these fits are marked redundant (`pytest -m redundant` runs them,
+# 40-100 CPU seconds each), which keeps CI inside its time limit.
 FITS = [(kind, recipe, k) for kind in KINDS for k in (1, 2)
         for recipe in ("memory", "npy_fixed", "tfrecords_fixed")
         if k == 1 or recipe == "memory"]
-FIT_MARKS = {(kind, recipe, k): [SEED_GROUP[kind]] + ([] if (recipe, k) == ("memory", 1)
-                                                      else [pytest.mark.redundant])
+FIT_MARKS = {(kind, recipe, k): [SEED_GROUP[kind], pytest.mark.redundant]
              for kind, recipe, k in FITS}
 
 
